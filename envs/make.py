@@ -1,0 +1,109 @@
+"""Build one task's environment from its name: `make_env` and its options `EnvConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from envs.errors import ConfigError
+from envs.tasks import canonical_task_name, task_domain
+
+#: Default episode length per domain (Continual World, DMControl, toy tasks).
+DEFAULT_EPISODE_LENGTH = {"metaworld": 200, "dmc": 1000, "toy": 50}
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How every task environment of a run is built."""
+
+    episode_length: int | None = None
+    """Steps per episode; None = the domain's default (Meta-World 200, DMControl 1000, toy 50)."""
+    render_mode: str | None = None
+    """None, or "rgb_array" for frames from `env.render()` (videos)."""
+    camera: str | None = None
+    """Camera name (Meta-World: corner, corner2, corner3, corner4, topview, behindGripper,
+    gripperPOV; DMControl: name or id); None = the domain's default."""
+    width: int = 256
+    """Frame width in pixels."""
+    height: int = 256
+    """Frame height in pixels."""
+    fast_render: bool = True
+    """Render without shadows and reflections (about 3x cheaper Meta-World frames)."""
+    one_hot_task_id: bool = False
+    """Append a one-hot task id to observations (off, as in Continual World)."""
+    padding: str = "auto"
+    """Shared padded spaces for sequences: "auto" (only when tasks' spaces differ),
+    "always", or "never" (a sequence whose tasks differ then refuses to build)."""
+
+    def __post_init__(self) -> None:
+        if self.episode_length is not None and self.episode_length <= 0:
+            raise ConfigError(f"episode_length must be positive, got {self.episode_length}")
+        if self.render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"render_mode must be None or 'rgb_array', got {self.render_mode}")
+        if self.width <= 0 or self.height <= 0:
+            raise ConfigError(f"frame size must be positive, got {self.width}x{self.height}")
+        if self.padding not in ("auto", "always", "never"):
+            raise ConfigError(f"padding must be auto, always or never, got '{self.padding}'")
+
+
+def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = None) -> gym.Env:
+    """Build the environment of one task (native spaces, no padding or task id).
+
+    Args:
+        task: any task name (``hammer``, ``hammer-v3``, ``cheetah-run``, ``toy-reach-0``).
+        config: how to build it; defaults to `EnvConfig()`.
+        seed: seeds the first reset; ``reset(seed=...)`` works too.
+    """
+    config = config or EnvConfig()
+    name = canonical_task_name(task)
+    domain = task_domain(name)
+    length = config.episode_length or DEFAULT_EPISODE_LENGTH[domain]
+    if domain == "metaworld":
+        from envs.metaworld_env import DEFAULT_CAMERA, MetaWorldEnv
+
+        return MetaWorldEnv(
+            name,
+            episode_length=length,
+            seed=seed,
+            render_mode=config.render_mode,
+            camera=config.camera or DEFAULT_CAMERA,
+            width=config.width,
+            height=config.height,
+            fast_render=config.fast_render,
+        )
+    if domain == "dmc":
+        from envs.dmc_env import DMControlEnv
+
+        return DMControlEnv(
+            name,
+            episode_length=length,
+            seed=seed,
+            render_mode=config.render_mode,
+            camera=config.camera,
+            width=config.width,
+            height=config.height,
+            fast_render=config.fast_render,
+        )
+    from envs.toy import make_toy_env
+
+    return make_toy_env(name, max_episode_steps=length, render_mode=config.render_mode, seed=seed)
+
+
+def expert_policy(task: str):  # noqa: ANN201 - returns Callable[[ndarray], ndarray]
+    """Scripted expert for a task: Meta-World's ``metaworld.policies`` or the toy expert.
+
+    Returns a function from the task's native observation to an action in [-1, 1].
+    DMControl has no scripted experts (L2M's datasets train SAC experts instead).
+    """
+    name = canonical_task_name(task)
+    domain = task_domain(name)
+    if domain == "metaworld":
+        from envs.metaworld_env import metaworld_expert
+
+        return metaworld_expert(name)
+    if domain == "toy":
+        from envs.toy import make_toy_env
+
+        return make_toy_env(name).expert_action
+    raise ConfigError(f"{name} has no scripted expert; only Meta-World and toy tasks do.")

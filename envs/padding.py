@@ -1,0 +1,172 @@
+"""One shared observation/action space for sequences whose tasks differ (L2M's layout idea).
+
+Layout of the padded observation vector (documented in docs/spaces.md):
+
+* slot ``metaworld``: the 39-d Meta-World observation (when the layout has Meta-World);
+* one slot per DMControl observation key (``position``, ``velocity``, ``orientations``,
+  ...), in alphabetical order, each as wide as the widest value of that key over the
+  layout's domains; a task writes each of its keys at the start of the key's slot;
+* slot ``toy``: the pure-numpy test tasks' observation (when the layout has toy tasks);
+* zeros everywhere a task has nothing.
+
+The layout's DMControl domains are always L2M's ten (DMC10 + DMC6: ball_in_cup, cartpole,
+cheetah, finger, fish, hopper, pendulum, point_mass, reacher, walker) plus the domains of
+the sequence's own tasks, and it always has the Meta-World slot, so any sequence drawn from
+MT50, DMC10 and DMC6 (L2M's pretraining and fine-tuning sets) gets the same layout.
+Actions are padded to the widest action of those domains (6 for L2M's); a task reads the
+first ``n`` dimensions of the agent's action and ignores the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import gymnasium as gym
+import numpy as np
+
+from envs.dmc_specs import load_dmc_specs
+from envs.tasks import canonical_task_name, task_domain
+
+L2M_DMC_DOMAINS = (
+    "ball_in_cup", "cartpole", "cheetah", "finger", "fish",
+    "hopper", "pendulum", "point_mass", "reacher", "walker",
+)  # fmt: skip
+METAWORLD_SLOT = "metaworld"
+TOY_SLOT = "toy"
+
+
+@dataclass(frozen=True)
+class PaddedLayout:
+    """Where each task's observation lives in the shared vector, and the shared action size."""
+
+    slots: tuple[tuple[str, int, int], ...]
+    """(slot name, start index, width) in order."""
+    action_dim: int
+    """Width of the shared action vector."""
+    slot_low: tuple[float, ...]
+    """Lower bound of every padded observation dimension."""
+    slot_high: tuple[float, ...]
+    """Upper bound of every padded observation dimension."""
+
+    @property
+    def observation_dim(self) -> int:
+        name, start, width = self.slots[-1]
+        return start + width
+
+    @cached_property
+    def observation_space(self) -> gym.spaces.Box:
+        low = np.asarray(self.slot_low, dtype=np.float32)
+        return gym.spaces.Box(low, np.asarray(self.slot_high, dtype=np.float32), dtype=np.float32)
+
+    @cached_property
+    def action_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+
+    def slot(self, name: str) -> tuple[int, int]:
+        """(start, width) of a slot."""
+        for slot_name, start, width in self.slots:
+            if slot_name == name:
+                return start, width
+        raise KeyError(name)
+
+    def positions(self, task: str) -> np.ndarray:
+        """Index of each native observation dimension of ``task`` in the padded vector."""
+        name = canonical_task_name(task)
+        domain = task_domain(name)
+        if domain == "dmc":
+            pieces = []
+            for key, size in load_dmc_specs()[name]["observation"]:
+                start, _ = self.slot(key)
+                pieces.append(np.arange(start, start + size))
+            return np.concatenate(pieces)
+        start, width = self.slot(METAWORLD_SLOT if domain == "metaworld" else TOY_SLOT)
+        return np.arange(start, start + width)
+
+
+def build_layout(tasks: list[str]) -> PaddedLayout:
+    """The padded layout for a sequence of (canonical) task names; see the module docstring."""
+    from envs.metaworld_env import METAWORLD_OBSERVATION_SPACE
+    from envs.toy import make_toy_env
+
+    specs = load_dmc_specs()
+    domains = set(L2M_DMC_DOMAINS) | {t.split("-", 1)[0] for t in tasks if task_domain(t) == "dmc"}
+    key_width: dict[str, int] = {}
+    action_dim = 4  # Meta-World
+    for task, spec in specs.items():
+        if task.split("-", 1)[0] in domains:
+            action_dim = max(action_dim, spec["action_dim"])
+            for key, size in spec["observation"]:
+                key_width[key] = max(key_width.get(key, 0), size)
+    slots: list[tuple[str, int, int]] = []
+    low: list[float] = []
+    high: list[float] = []
+
+    def add(name: str, lows: np.ndarray, highs: np.ndarray) -> None:
+        start = slots[-1][1] + slots[-1][2] if slots else 0
+        slots.append((name, start, len(lows)))
+        # Tasks without this slot leave zeros in it, so 0 must lie inside the bounds.
+        low.extend(np.minimum(lows, 0.0).tolist())
+        high.extend(np.maximum(highs, 0.0).tolist())
+
+    mw = METAWORLD_OBSERVATION_SPACE
+    add(METAWORLD_SLOT, mw.low.astype(np.float64), mw.high.astype(np.float64))
+    for key in sorted(key_width):
+        width = key_width[key]
+        add(key, np.full(width, -np.inf), np.full(width, np.inf))
+    toy_tasks = [t for t in tasks if task_domain(t) == "toy"]
+    if toy_tasks:
+        toy_space = make_toy_env(toy_tasks[0]).observation_space
+        add(TOY_SLOT, toy_space.low.astype(np.float64), toy_space.high.astype(np.float64))
+        action_dim = max(action_dim, 2)
+    return PaddedLayout(tuple(slots), action_dim, tuple(low), tuple(high))
+
+
+class PaddedEnv(gym.Wrapper):
+    """Presents one task through a `PaddedLayout`: padded observations, wider actions."""
+
+    def __init__(self, env: gym.Env, task: str, layout: PaddedLayout) -> None:
+        super().__init__(env)
+        self.layout = layout
+        self.observation_space = layout.observation_space
+        self.action_space = layout.action_space
+        self._positions = layout.positions(task)
+        self._native_action_dim = int(np.prod(env.action_space.shape))
+
+    def _pad(self, observation: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.layout.observation_dim, dtype=np.float32)
+        padded[self._positions] = observation
+        return padded
+
+    def reset(self, **kwargs):  # noqa: ANN003, ANN201 - gymnasium's signature
+        observation, info = self.env.reset(**kwargs)
+        return self._pad(observation), info
+
+    def step(self, action: np.ndarray):  # noqa: ANN201 - gymnasium's signature
+        observation, reward, terminated, truncated, info = self.env.step(
+            np.asarray(action)[: self._native_action_dim]
+        )
+        return self._pad(observation), reward, terminated, truncated, info
+
+
+class TaskIdEnv(gym.ObservationWrapper):
+    """Appends a one-hot task id (position in the sequence) to the observation."""
+
+    def __init__(self, env: gym.Env, task_index: int, num_tasks: int) -> None:
+        super().__init__(env)
+        self.observation_space = self.extend_space(env.observation_space, num_tasks)
+        self._one_hot = np.zeros(num_tasks, dtype=np.float32)
+        self._one_hot[task_index] = 1.0
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.concatenate([observation, self._one_hot])
+
+    @staticmethod
+    def extend_space(space: gym.Space, num_tasks: int) -> gym.spaces.Box:
+        """``space`` with ``num_tasks`` one-hot dimensions in [0, 1] appended."""
+        assert isinstance(space, gym.spaces.Box)
+        return gym.spaces.Box(
+            np.concatenate([space.low, np.zeros(num_tasks, dtype=np.float32)]),
+            np.concatenate([space.high, np.ones(num_tasks, dtype=np.float32)]),
+            dtype=np.float32,
+        )

@@ -1,0 +1,81 @@
+"""Task names of every domain, their canonical spelling, and the errors for unknown ones.
+
+Canonical names: Meta-World ``hammer-v3`` (``hammer`` is accepted), DMControl
+``domain-task`` exactly as dm_control spells them (``point_mass-easy``), and the pure-numpy
+test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``. Name lists are static so that
+``import envs`` stays fast; tests check them against the installed libraries.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+from envs.dmc_specs import load_dmc_specs
+from envs.errors import UnknownTaskError
+from envs.toy import TOY_TASK_NAMES
+
+Domain = Literal["metaworld", "dmc", "toy"]
+
+#: Meta-World v3's MT50 tasks, in ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` order.
+METAWORLD_TASKS: tuple[str, ...] = (
+    "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3",
+    "button-press-topdown-v3", "button-press-topdown-wall-v3", "button-press-v3",
+    "button-press-wall-v3", "coffee-button-v3", "coffee-pull-v3", "coffee-push-v3",
+    "dial-turn-v3", "disassemble-v3", "door-close-v3", "door-lock-v3", "door-open-v3",
+    "door-unlock-v3", "hand-insert-v3", "drawer-close-v3", "drawer-open-v3",
+    "faucet-open-v3", "faucet-close-v3", "hammer-v3", "handle-press-side-v3",
+    "handle-press-v3", "handle-pull-side-v3", "handle-pull-v3", "lever-pull-v3",
+    "pick-place-wall-v3", "pick-out-of-hole-v3", "pick-place-v3", "plate-slide-v3",
+    "plate-slide-side-v3", "plate-slide-back-v3", "plate-slide-back-side-v3",
+    "peg-insert-side-v3", "peg-unplug-side-v3", "soccer-v3", "stick-push-v3",
+    "stick-pull-v3", "push-v3", "push-wall-v3", "push-back-v3", "reach-v3",
+    "reach-wall-v3", "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3",
+    "window-close-v3",
+)  # fmt: skip
+
+METAWORLD_SUFFIX = "-v3"
+
+
+def dmc_tasks() -> tuple[str, ...]:
+    """Every DMControl suite task as ``domain-task``."""
+    return tuple(load_dmc_specs())
+
+
+def all_tasks() -> tuple[str, ...]:
+    """Every task name crlgym can build, canonical spelling."""
+    return METAWORLD_TASKS + dmc_tasks() + TOY_TASK_NAMES
+
+
+def canonical_task_name(name: str) -> str:
+    """Return the canonical spelling of ``name`` or raise `UnknownTaskError`.
+
+    Meta-World tasks may drop the ``-v3`` suffix; whitespace around the name is ignored.
+    """
+    cleaned = name.strip()
+    if cleaned in METAWORLD_TASKS or cleaned in TOY_TASK_NAMES:
+        return cleaned
+    if cleaned + METAWORLD_SUFFIX in METAWORLD_TASKS:
+        return cleaned + METAWORLD_SUFFIX
+    if cleaned in load_dmc_specs():
+        return cleaned
+    raise UnknownTaskError(unknown_name_message("task", name, all_tasks(), "crl list tasks"))
+
+
+def task_domain(name: str) -> Domain:
+    """The domain a (canonical or short) task name belongs to."""
+    canonical = canonical_task_name(name)
+    if canonical in METAWORLD_TASKS:
+        return "metaworld"
+    if canonical in TOY_TASK_NAMES:
+        return "toy"
+    return "dmc"
+
+
+def unknown_name_message(kind: str, name: str, valid: tuple[str, ...], listing: str) -> str:
+    """'unknown task 'hamer'; closest: hammer-v3, ...' with the command listing all names."""
+    short = {v.removesuffix(METAWORLD_SUFFIX): v for v in valid}
+    close = difflib.get_close_matches(name.strip(), list(short) + list(valid), n=5, cutoff=0.5)
+    suggestions = list(dict.fromkeys(short.get(c, c) for c in close))
+    hint = f"; closest valid names: {', '.join(suggestions)}" if suggestions else ""
+    return f"unknown {kind} '{name}'{hint}. Run '{listing}' to see them all."

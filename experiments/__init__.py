@@ -1,0 +1,1 @@
+"""Experiment tooling for crlgym: runners, metrics and reporting."""
