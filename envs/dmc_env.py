@@ -125,7 +125,7 @@ class DMControlEnv(gym.Wrapper):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
-            self.env.unwrapped._env.task.random.seed(seed)  # noqa: SLF001
+            self.env.unwrapped._env.task.random.seed(seed)
         observation, info = self.env.reset(seed=seed, options=options)
         self._steps = 0
         self._return = 0.0
@@ -147,7 +147,7 @@ class DMControlEnv(gym.Wrapper):
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         if self._render_mode is None:
             return None
-        physics = self.env.unwrapped._env.physics  # noqa: SLF001
+        physics = self.env.unwrapped._env.physics
         return physics.render(
             height=self._height,
             width=self._width,

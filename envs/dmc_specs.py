@@ -49,7 +49,7 @@ def inspect_task(domain: str, task: str) -> DMCSpec:
     obs_spec = env.observation_spec()
     action_spec = env.action_spec()
     timestep = float(env.control_timestep())
-    steps = env._step_limit  # noqa: SLF001 - dm_control exposes no public accessor
+    steps = env._step_limit
     episode_steps = int(steps) if np.isfinite(steps) else 0
     return DMCSpec(
         observation=[(key, int(np.prod(spec.shape))) for key, spec in obs_spec.items()],

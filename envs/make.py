@@ -90,7 +90,7 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
     return make_toy_env(name, max_episode_steps=length, render_mode=config.render_mode, seed=seed)
 
 
-def expert_policy(task: str):  # noqa: ANN201 - returns Callable[[ndarray], ndarray]
+def expert_policy(task: str):
     """Scripted expert for a task: Meta-World's ``metaworld.policies`` or the toy expert.
 
     Returns a function from the task's native observation to an action in [-1, 1].

@@ -99,11 +99,11 @@ class MetaWorldEnv(gym.Wrapper):
         raw = ALL_V3_ENVIRONMENTS[task](
             render_mode=render_mode, camera_name=camera, width=width, height=height
         )
-        raw._partially_observable = False  # noqa: SLF001 - Meta-World's switch for MT50 obs
+        raw._partially_observable = False
         del raw.sawyer_observation_space  # cached property: recompute with the goal shown
-        raw._freeze_rand_vec = False  # noqa: SLF001 - fresh object/goal on every reset
+        raw._freeze_rand_vec = False
         raw.seeded_rand_vec = True
-        raw._set_task_called = True  # noqa: SLF001 - we configure the task ourselves
+        raw._set_task_called = True
         raw.max_path_length = episode_length
         super().__init__(raw)
         self.task = task
@@ -115,12 +115,11 @@ class MetaWorldEnv(gym.Wrapper):
         self._episode_success = False
         self._fast_render = fast_render
         self._render_configured = False
-        if render_mode is not None:
-            if camera in ROLLED_CAMERAS:
-                camera_id = raw.model.camera(camera).id
-                raw.model.cam_quat[camera_id] = _quaternion_product(
-                    raw.model.cam_quat[camera_id], _ROLL_180
-                )
+        if render_mode is not None and camera in ROLLED_CAMERAS:
+            camera_id = raw.model.camera(camera).id
+            raw.model.cam_quat[camera_id] = _quaternion_product(
+                raw.model.cam_quat[camera_id], _ROLL_180
+            )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -153,7 +152,7 @@ class MetaWorldEnv(gym.Wrapper):
         import mujoco
 
         renderer = self.env.unwrapped.mujoco_renderer
-        viewer = renderer._get_viewer(render_mode="rgb_array")  # noqa: SLF001 - no public hook
+        viewer = renderer._get_viewer(render_mode="rgb_array")
         if self._fast_render:
             viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0

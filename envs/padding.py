@@ -51,7 +51,7 @@ class PaddedLayout:
 
     @property
     def observation_dim(self) -> int:
-        name, start, width = self.slots[-1]
+        _name, start, width = self.slots[-1]
         return start + width
 
     @cached_property
@@ -138,11 +138,11 @@ class PaddedEnv(gym.Wrapper):
         padded[self._positions] = observation
         return padded
 
-    def reset(self, **kwargs):  # noqa: ANN003, ANN201 - gymnasium's signature
+    def reset(self, **kwargs):
         observation, info = self.env.reset(**kwargs)
         return self._pad(observation), info
 
-    def step(self, action: np.ndarray):  # noqa: ANN201 - gymnasium's signature
+    def step(self, action: np.ndarray):
         observation, reward, terminated, truncated, info = self.env.step(
             np.asarray(action)[: self._native_action_dim]
         )

@@ -327,9 +327,11 @@ def load_sequence_file(
     tasks_node = fields["tasks"]
     if not isinstance(tasks_node, yaml.SequenceNode) or not tasks_node.value:
         raise fail(tasks_node, "'tasks' must be a non-empty list of task names")
-    default_steps = positive_int(fields["steps_per_task"], "steps_per_task") if (
-        "steps_per_task" in fields
-    ) else steps_per_task
+    default_steps = (
+        positive_int(fields["steps_per_task"], "steps_per_task")
+        if ("steps_per_task" in fields)
+        else steps_per_task
+    )
     repeats = positive_int(fields["repeats"], "repeats") if "repeats" in fields else 1
     entries: list[SequenceTask] = []
     for item in tasks_node.value:

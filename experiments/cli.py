@@ -31,7 +31,9 @@ def _cmd_list(args: argparse.Namespace) -> None:
         table.add_column("description")
         for name, tasks in envs.SEQUENCES.items():
             table.add_row(name, str(len(tasks)), envs.SEQUENCE_DESCRIPTIONS[name])
-        table.add_row("a,b,c", "", "any comma-separated task list, or a YAML file (docs/sequences.md)")
+        table.add_row(
+            "a,b,c", "", "any comma-separated task list, or a YAML file (docs/sequences.md)"
+        )
         console.print(table)
     if what in ("all", "tasks"):
         table = Table(title="tasks")
@@ -56,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     console = Console()
     config = envs.EnvConfig(render_mode="rgb_array", width=args.size, height=args.size)
-    sequence = envs.load_sequence(",".join(args.tasks), config)
+    sequence = envs.TaskSequence(",".join(args.tasks), args.tasks, config)
     table = Table(title=f"scripted experts on {sequence.name} ({args.episodes} episodes each)")
     for column in ("task", "success", "mean return", "video"):
         table.add_column(column)

@@ -1,0 +1,58 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401 - sets MUJOCO_GL before anything imports mujoco
+
+# Notices of gymnasium's checker that describe our design, not a defect:
+# - we check the env as users get it (wrapped), which the checker always remarks on;
+# - Meta-World object coordinates and DMControl observations are unbounded, so an infinite
+#   bound is the true bound (tests assert exactly which dimensions are infinite).
+ACCEPTED_CHECKER_NOTICES = (
+    "is different from the unwrapped version",
+    "observation space minimum value is -infinity",
+    "observation space maximum value is infinity",
+)
+
+
+@contextmanager
+def only_accepted_warnings() -> Iterator[None]:
+    """Fail on any warning other than `ACCEPTED_CHECKER_NOTICES`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    unexpected = [
+        str(w.message)
+        for w in caught
+        if not any(notice in str(w.message) for notice in ACCEPTED_CHECKER_NOTICES)
+        and not (issubclass(w.category, DeprecationWarning) and "dm_control" in w.filename)
+    ]
+    assert not unexpected, f"unexpected warnings: {unexpected}"
+
+
+def check_registered_env(task: str) -> None:
+    """gymnasium's env checker on ``gymnasium.make("crlgym/<task>")``, render modes too."""
+    env = gym.make(f"crlgym/{task}", disable_env_checker=True)
+    try:
+        with only_accepted_warnings():
+            check_env(env, skip_render_check=False)
+    finally:
+        env.close()
+
+
+def rollout(env: gym.Env, actions: np.ndarray, seed: int | None) -> np.ndarray:
+    """Observations of one episode prefix driven by a fixed action sequence."""
+    observation, _ = env.reset(seed=seed)
+    observations = [observation]
+    for action in actions:
+        observation, *_ = env.step(action)
+        observations.append(observation)
+    return np.stack(observations)
