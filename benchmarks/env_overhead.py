@@ -21,7 +21,7 @@ from envs.sequences import CW10
 TARGET_OVERHEAD = 0.03
 
 
-def make_raw(task: str, seed: int):  # noqa: ANN201 - a raw Meta-World env
+def make_raw(task: str, seed: int):
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     raw = ALL_V3_ENVIRONMENTS[task]()
@@ -36,7 +36,7 @@ def make_raw(task: str, seed: int):  # noqa: ANN201 - a raw Meta-World env
     return raw
 
 
-def timed_steps(env, actions: np.ndarray) -> float:  # noqa: ANN001 - raw or wrapped env
+def timed_steps(env, actions: np.ndarray) -> float:
     start = time.perf_counter()
     for action in actions:
         _, _, terminated, truncated, _ = env.step(action)

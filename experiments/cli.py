@@ -61,7 +61,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     sequence = envs.TaskSequence(",".join(args.tasks), args.tasks, config)
     table = Table(title=f"scripted experts on {sequence.name} ({args.episodes} episodes each)")
     for column in ("task", "success", "mean return", "video"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     started = time.perf_counter()
     for index, task in enumerate(sequence.task_names):
         policy = envs.expert_policy(task)
