@@ -7,13 +7,21 @@ already written is touched.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import envs
+from agents.sac import SACConfig
 from envs.errors import CrlgymError
+from experiments.config import TrainConfig, add_config_options
+from experiments.report import add_report_parser
+
+_CONFIG_OPTION_NAMES = {
+    f.name for cls in (TrainConfig, SACConfig) for f in dataclasses.fields(cls)
+} - {"sac"}
 
 DEMO_TASKS = ("hammer", "push-wall", "faucet-close")
 
@@ -34,6 +42,15 @@ def _cmd_list(args: argparse.Namespace) -> None:
         table.add_row(
             "a,b,c", "", "any comma-separated task list, or a YAML file (docs/sequences.md)"
         )
+        console.print(table)
+    if what in ("all", "methods"):
+        from agents.methods import METHODS
+
+        table = Table(title="methods (crl train --method NAME)")
+        table.add_column("name")
+        table.add_column("description")
+        for name, method in METHODS.items():
+            table.add_row(name, method.description)
         console.print(table)
     if what in ("all", "tasks"):
         table = Table(title="tasks")
@@ -90,13 +107,94 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     console.print(f"done in {time.perf_counter() - started:.1f}s; videos under {args.video_dir}/")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from experiments.config import QUICKSTART, TrainConfig, build_config, load_config_file
+    from experiments.runner import load_run_config, run_training
+
+    options = {
+        name: value
+        for name, value in vars(args).items()
+        if name in _CONFIG_OPTION_NAMES and value is not None
+    }
+    if args.resume:
+        config = load_run_config(Path(args.resume))
+        if Path(config.runs_dir) / config.name != Path(args.resume):
+            config.runs_dir = str(Path(args.resume).parent)
+            config.run_name = Path(args.resume).name
+        if "progress" in options:
+            config.progress = options["progress"]
+    else:
+        values: dict = {}
+        if args.config:
+            values.update(load_config_file(args.config))
+        elif not options:
+            values.update(QUICKSTART)  # `crl train` alone: the quick start
+        values.update(options)
+        config = build_config(values) if values else TrainConfig()
+    started = time.perf_counter()
+    run_dir, results = run_training(config, resume=bool(args.resume), overwrite=args.overwrite)
+    _print_run_summary(run_dir, results, time.perf_counter() - started)
+
+
+def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
+    from rich.console import Console
+
+    from experiments.report import load_run, render_table, summarize_runs, write_report
+
+    console = Console()
+    report_dir = write_report([run_dir], run_dir)
+    console.print(render_table(summarize_runs([load_run(run_dir)])))
+    console.print(f"finished in {seconds / 60:.1f} min (evaluation {results['eval_time_s']:.0f} s)")
+    console.print(f"run directory    {run_dir}")
+    console.print(f"results          {run_dir / 'results.json'}, {run_dir / 'eval.csv'}")
+    console.print(f"report           {report_dir}")
+    if results["videos"]:
+        console.print(f"videos           {Path(results['videos'][0]).parent.parent}/")
+    console.print(f"checkpoint       {run_dir / 'checkpoints' / 'latest.pt'}")
+    console.print(f"TensorBoard      tensorboard --logdir {run_dir / 'tb'}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from experiments.runner import CHECKPOINT, Runner, load_run_config
+
+    run_dir = Path(args.run_dir)
+    config = load_run_config(run_dir)
+    config.progress = False
+    if args.episodes:
+        config.eval_episodes = args.episodes
+    runner = Runner(config, run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise envs.CrlgymError(f"{run_dir} has no checkpoint yet; nothing to evaluate")
+    runner.restore()
+    scores, seconds = runner.evaluator.evaluate(runner.policy)
+    table = Table(title=f"{run_dir} at step {runner.agent.num_timesteps}")
+    for column in ("task", "success (stochastic)", "success (deterministic)", "return"):
+        table.add_column(column)
+    for task, score in zip(runner.sequence.task_names, scores, strict=True):
+        table.add_row(
+            task,
+            f"{score.stochastic:.2f}",
+            f"{score.deterministic:.2f}",
+            f"{score.stochastic_return:.1f}",
+        )
+    Console().print(table)
+    average = np.mean([s.stochastic for s in scores])
+    Console().print(f"average success {average:.2f} ({seconds:.0f} s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crl", description="crlgym: continual reinforcement learning on task sequences."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="show tasks and sequences")
-    listing.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "sequences"))
+    listing.add_argument(
+        "what", nargs="?", default="all", choices=("all", "tasks", "sequences", "methods")
+    )
     listing.set_defaults(run=_cmd_list)
     demo = commands.add_parser(
         "demo", help="run Meta-World's scripted experts on CW tasks and record videos"
@@ -107,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=256, help="video frame size in pixels")
     demo.add_argument("--video-dir", default="videos/demo", help="where mp4s are written")
     demo.set_defaults(run=_cmd_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train through a task sequence (no arguments: the quick start)",
+        description="Train an agent through a task sequence, evaluating every task as it "
+        "goes. With no arguments: the quick start (3 Continual World tasks, a few minutes).",
+    )
+    train.add_argument("--config", help="YAML file of options (command-line options win)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    add_config_options(train)
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint on its tasks")
+    evaluate.add_argument("run_dir", help="a run directory (runs/<name>)")
+    evaluate.add_argument("--episodes", type=int, help="stochastic episodes per task")
+    evaluate.set_defaults(run=_cmd_eval)
+
+    add_report_parser(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Learners: SAC for continual learning and its methods."""

@@ -1,0 +1,214 @@
+"""Typed run configuration: `TrainConfig` (with `agents.sac.SACConfig` inside), YAML files,
+and the command-line options generated from the fields and their docstrings."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import textwrap
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from agents.sac import SACConfig
+from envs.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """One continual training run. Defaults: Continual World's protocol."""
+
+    sequence: str = "CW10"
+    """Task sequence: a registered name (CW10, CW20, MT40, DMC10, DMC6), a,b,c or a YAML file."""
+    method: str = "finetune"
+    """Continual-learning method (crl list methods)."""
+    steps_per_task: int = 1_000_000
+    """Env steps per task (a task's own budget in a YAML sequence wins)."""
+    seed: int = 0
+    """Seed of networks, exploration, replay sampling and training episodes."""
+    episode_length: int | None = None
+    """Steps per episode; None = the domain's default (Meta-World 200, DMControl 1000)."""
+    eval_every: int = 20_000
+    """Evaluate every task of the sequence every this many env steps (and at task ends)."""
+    eval_episodes: int = 10
+    """Stochastic evaluation episodes per task."""
+    eval_deterministic_episodes: int = 1
+    """Deterministic evaluation episodes per task."""
+    videos: bool = True
+    """Record one deterministic episode of every task seen so far as mp4."""
+    video_every: int | None = None
+    """Steps between videos; None = at the end of each task."""
+    video_size: int = 256
+    """Video frame size in pixels."""
+    checkpoint_every: int = 100_000
+    """Steps between checkpoints inside a task (a checkpoint is also written at every task
+    end); a multiple of the episode length and of update_every."""
+    run_name: str | None = None
+    """Run directory name under runs_dir; None = <sequence>-<method>-s<seed>."""
+    runs_dir: str = "runs"
+    """Where run directories go."""
+    videos_dir: str = "videos"
+    """Where videos go (videos/<run>/<task>/step_<N>.mp4)."""
+    threads: int = 2
+    """Torch CPU threads (fix it for bit-identical reruns)."""
+    progress: bool = True
+    """Show the progress display."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """SAC hyperparameters."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sac, dict):
+            self.sac = SACConfig(**self.sac)
+        for name in ("steps_per_task", "eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.threads <= 0:
+            raise ConfigError(f"threads must be positive, got {self.threads}")
+        if self.video_every is not None and self.video_every <= 0:
+            raise ConfigError(f"video_every must be positive, got {self.video_every}")
+        step = self.sac.update_every
+        for name in ("steps_per_task", "eval_every", "checkpoint_every"):
+            if getattr(self, name) % step:
+                raise ConfigError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of update_every ({step})"
+                )
+
+    @property
+    def name(self) -> str:
+        if self.run_name:
+            return self.run_name
+        sequence = (
+            Path(self.sequence).stem
+            if self.sequence.endswith((".yaml", ".yml"))
+            else (self.sequence.replace(",", "+"))
+        )
+        return f"{sequence}-{self.method}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+#: What `crl train` with no arguments runs: 3 CW tasks, small budget, < 10 min on 2 cores.
+QUICKSTART = {
+    "sequence": "hammer,push-wall,faucet-close",
+    "steps_per_task": 4_000,
+    "eval_every": 1_000,
+    "eval_episodes": 3,
+    "checkpoint_every": 2_000,
+    "run_name": "quickstart",
+    "sac": {"random_steps": 1_000, "update_after": 500, "buffer_size": 100_000},
+}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config (TrainConfig fields; SAC fields flat or under ``sac:``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def build_config(values: dict[str, Any]) -> TrainConfig:
+    """TrainConfig from flat or nested values; unknown names are refused with the valid ones."""
+    train_names = {f.name for f in fields(TrainConfig)} - {"sac"}
+    sac_names = {f.name for f in fields(SACConfig)}
+    train: dict[str, Any] = {}
+    sac: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name == "sac" and isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                sub_name = sub_key.replace("-", "_")
+                if sub_name not in sac_names:
+                    raise ConfigError(f"unknown SAC option '{sub_key}'")
+                sac[sub_name] = sub_value
+        elif name in train_names:
+            train[name] = value
+        elif name in sac_names:
+            sac[name] = value
+        else:
+            raise ConfigError(f"unknown option '{key}'; see 'crl train --help'")
+    if "hidden_sizes" in sac:
+        sac["hidden_sizes"] = tuple(sac["hidden_sizes"])
+    try:
+        return TrainConfig(**train, sac=SACConfig(**sac))
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+
+
+# --- command-line options from the dataclasses ----------------------------------------------
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string right under each field) of a dataclass."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "") else int(text)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--kebab-case`` option per TrainConfig and SACConfig field, help = its docstring.
+
+    Defaults are None so that only options given on the command line override a file.
+    """
+    for cls, group_name in ((TrainConfig, "run"), (SACConfig, "SAC")):
+        group = parser.add_argument_group(group_name)
+        hints = get_type_hints(cls)
+        docs = field_docs(cls)
+        defaults = cls()
+        for item in fields(cls):
+            if item.name == "sac":
+                continue
+            hint = hints[item.name]
+            default = getattr(defaults, item.name)
+            kwargs: dict[str, Any] = {"default": None, "dest": item.name}
+            if hint is bool:
+                kwargs["type"] = _parse_bool
+                kwargs["metavar"] = "BOOL"
+            elif hint == tuple[int, ...]:
+                kwargs["type"] = int
+                kwargs["nargs"] = "+"
+            elif hint == (int | None):
+                kwargs["type"] = _optional_int
+            elif hint in (int, float):
+                kwargs["type"] = hint
+            kwargs["help"] = f"{docs.get(item.name, '')} (default: {default})"
+            group.add_argument(f"--{item.name.replace('_', '-')}", **kwargs)

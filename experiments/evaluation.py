@@ -1,0 +1,188 @@
+"""Evaluation on every task of a sequence, isolated from training.
+
+Each task has its own evaluation env (never the training env), episodes start from fixed
+seeds (the same start states at every evaluation, so curves move only when the agent does),
+and the random-number generators of Python, NumPy and torch are saved before and restored
+after, so an evaluation leaves training exactly as it found it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+from envs.sequences import TaskSequence
+
+Policy = Callable[[np.ndarray, bool], np.ndarray]
+"""(observation, deterministic) -> action."""
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random states on exit."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    torch_state = th.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        th.set_rng_state(torch_state)
+
+
+def episode_score(info: dict) -> float:
+    """Success of a finished episode (Meta-World, toy) or its normalized score (DMControl)."""
+    if "is_success" in info:
+        return float(info["is_success"])
+    return float(info["normalized_score"])
+
+
+@dataclass
+class TaskScores:
+    """One evaluation of one task."""
+
+    stochastic: float
+    deterministic: float
+    stochastic_return: float
+    deterministic_return: float
+
+
+@dataclass
+class EvalHistory:
+    """Every evaluation of a run: step x task scores (the matrices of results.json)."""
+
+    steps: list[int] = field(default_factory=list)
+    stochastic: list[list[float]] = field(default_factory=list)
+    deterministic: list[list[float]] = field(default_factory=list)
+    stochastic_return: list[list[float]] = field(default_factory=list)
+    deterministic_return: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def append(self, step: int, scores: list[TaskScores], seconds: float) -> None:
+        self.steps.append(step)
+        self.stochastic.append([s.stochastic for s in scores])
+        self.deterministic.append([s.deterministic for s in scores])
+        self.stochastic_return.append([s.stochastic_return for s in scores])
+        self.deterministic_return.append([s.deterministic_return for s in scores])
+        self.seconds += seconds
+
+    def to_dict(self) -> dict:
+        return {
+            "steps": self.steps,
+            "stochastic": self.stochastic,
+            "deterministic": self.deterministic,
+            "stochastic_return": self.stochastic_return,
+            "deterministic_return": self.deterministic_return,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalHistory:
+        return cls(**data)
+
+
+class Evaluator:
+    """Runs evaluation episodes of every task of ``sequence``.
+
+    Args:
+        sequence: the run's sequence (its envs present the agent's spaces).
+        stochastic_episodes: sampled-action episodes per task.
+        deterministic_episodes: mean-action episodes per task.
+        seed: the run's seed; evaluation seeds are derived from it, apart from training's.
+    """
+
+    def __init__(
+        self,
+        sequence: TaskSequence,
+        stochastic_episodes: int,
+        deterministic_episodes: int,
+        seed: int,
+    ) -> None:
+        self.sequence = sequence
+        self.stochastic_episodes = stochastic_episodes
+        self.deterministic_episodes = deterministic_episodes
+        self.seed = seed
+        self._envs: dict[int, gym.Env] = {}
+        self.evaluations = 0
+
+    def _env(self, task: int) -> gym.Env:
+        if task not in self._envs:
+            self._envs[task] = self.sequence.make_env(task)
+        return self._envs[task]
+
+    def episode_seed(self, task: int, episode: int) -> int:
+        return int(np.random.SeedSequence([self.seed, 7919, task, episode]).generate_state(1)[0])
+
+    def run_episode(
+        self, policy: Policy, task: int, episode: int, deterministic: bool
+    ) -> tuple[float, float]:
+        """(score, return) of one episode."""
+        env = self._env(task)
+        observation, _ = env.reset(seed=self.episode_seed(task, episode))
+        total, done, info = 0.0, False, {}
+        while not done:
+            observation, reward, terminated, truncated, info = env.step(
+                policy(observation, deterministic)
+            )
+            total += float(reward)
+            done = terminated or truncated
+        return episode_score(info), total
+
+    def evaluate(self, policy: Policy) -> tuple[list[TaskScores], float]:
+        """Scores of every task and the seconds it took; training RNG is untouched."""
+        started = time.perf_counter()
+        scores = []
+        with preserved_rng(), th.no_grad():
+            th.manual_seed(self.episode_seed(self.sequence.num_tasks, self.evaluations))
+            for task in range(self.sequence.num_tasks):
+                sampled = [
+                    self.run_episode(policy, task, k, deterministic=False)
+                    for k in range(self.stochastic_episodes)
+                ]
+                greedy = [
+                    self.run_episode(policy, task, self.stochastic_episodes + k, True)
+                    for k in range(self.deterministic_episodes)
+                ]
+                scores.append(
+                    TaskScores(
+                        stochastic=float(np.mean([s for s, _ in sampled])),
+                        deterministic=float(np.mean([s for s, _ in greedy])) if greedy else 0.0,
+                        stochastic_return=float(np.mean([r for _, r in sampled])),
+                        deterministic_return=float(np.mean([r for _, r in greedy]))
+                        if greedy
+                        else 0.0,
+                    )
+                )
+        self.evaluations += 1
+        return scores, time.perf_counter() - started
+
+    def record_video(self, policy: Policy, task: int, path: Path, size: int, seed: int) -> Path:
+        """One deterministic episode of ``task`` as mp4 at the env's frame rate."""
+        from experiments.video import write_video
+
+        env = self.sequence.make_env(task, render_mode="rgb_array")
+        frames = []
+        with preserved_rng(), th.no_grad():
+            observation, _ = env.reset(seed=self.episode_seed(task, 10_000 + seed))
+            done = False
+            while not done:
+                frames.append(env.render())
+                observation, _, terminated, truncated, _ = env.step(policy(observation, True))
+                done = terminated or truncated
+        fps = env.metadata.get("render_fps", 30)
+        env.close()
+        return write_video(path, frames, fps=fps)
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()

@@ -1,0 +1,426 @@
+"""Train an agent through a task sequence, evaluating retention on every task.
+
+`run_training` is the whole job of ``crl train``:
+
+1. prepare ``runs/<name>/`` (refuse to touch an existing run unless resuming/overwriting);
+2. build the sequence, the agent, the evaluator, TensorBoard logging;
+3. for each task: ``on_task_start`` -> learn in chunks (checkpoints between chunks,
+   evaluations every ``eval_every`` steps from a callback) -> ``on_task_end`` ->
+   evaluation, metrics, videos, checkpoint;
+4. write results.json, eval.csv and the PNG report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger, configure
+
+from agents.methods import make_method
+from agents.sac import ContinualSAC
+from envs import EnvConfig, TaskSequence, load_sequence
+from envs.errors import ConfigError, CrlgymError
+from envs.wrappers import EpisodeSeeding
+from experiments import metrics
+from experiments.checkpoint import (
+    global_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_global_rng_state,
+)
+from experiments.config import TrainConfig, build_config
+from experiments.evaluation import EvalHistory, Evaluator, TaskScores
+from experiments.progress import Progress
+
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+class RunDirectoryError(CrlgymError):
+    """A run directory that cannot be used as asked."""
+
+
+@dataclass
+class RunState:
+    """Where a run is; saved in checkpoints with the agent."""
+
+    task_index: int = 0
+    steps_in_task: int = 0
+    episode_in_task: int = 0
+    task_ends: list[int] = field(default_factory=list)
+    history: EvalHistory = field(default_factory=EvalHistory)
+    train_seconds: float = 0.0
+    videos: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_index": self.task_index,
+            "steps_in_task": self.steps_in_task,
+            "episode_in_task": self.episode_in_task,
+            "task_ends": self.task_ends,
+            "history": self.history.to_dict(),
+            "train_seconds": self.train_seconds,
+            "videos": self.videos,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        return cls(**{**data, "history": EvalHistory.from_dict(data["history"])})
+
+
+def prepare_run_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
+    run_dir = Path(config.runs_dir) / config.name
+    if resume:
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunDirectoryError(
+                f"run directory {run_dir} already exists; use --resume {run_dir} to continue "
+                "it, --overwrite to replace it, or --run-name to start another"
+            )
+        shutil.rmtree(run_dir)
+        shutil.rmtree(Path(config.videos_dir) / config.name, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The resolved config a run was started with (for --resume and crl eval)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise RunDirectoryError(
+            f"{run_dir} is not a crlgym run directory (no config.yaml); give the folder that "
+            "crl train printed"
+        )
+    try:
+        return build_config(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, TypeError, AttributeError) as error:
+        raise RunDirectoryError(f"{path} is corrupt ({error})") from None
+
+
+class Runner:
+    """Everything of one run; `run` trains it to the end."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        th.set_num_threads(config.threads)
+        sac = config.sac
+        env_config = EnvConfig(
+            episode_length=config.episode_length,
+            one_hot_task_id=sac.multi_head,
+            width=config.video_size,
+            height=config.video_size,
+        )
+        self.sequence: TaskSequence = load_sequence(
+            config.sequence, env_config, steps_per_task=config.steps_per_task
+        )
+        self.state = RunState()
+        self.evaluator = Evaluator(
+            self.sequence, config.eval_episodes, config.eval_deterministic_episodes, config.seed
+        )
+        _seed_everything(config.seed)
+        self.agent = ContinualSAC(
+            self._train_env(0, 0),
+            num_tasks=self.sequence.num_tasks,
+            config=sac,
+            method=make_method(config.method),
+            task_id_dims=self.sequence.num_tasks if sac.multi_head else 0,
+            device="cpu",
+        )
+        self.agent.action_space.seed(config.seed)
+        self.logger: Logger = configure(str(run_dir / "tb"), ["tensorboard"])
+        self.agent.set_logger(self.logger)
+        self.progress = Progress(self.sequence, enabled=config.progress)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _train_env(self, task: int, first_episode: int) -> EpisodeSeeding:
+        env = self.sequence.make_env(task)
+        seed = self.config.seed * 1000 + task
+        return EpisodeSeeding(env, base_seed=seed, first_episode=first_episode)
+
+    def policy(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:
+        tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
+        return self.agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
+
+    def evaluate(self) -> list[TaskScores]:
+        step = self.agent.num_timesteps
+        scores, seconds = self.evaluator.evaluate(self.policy)
+        self.state.history.append(step, scores, seconds)
+        for index, (task, score) in enumerate(zip(self.sequence.task_names, scores, strict=True)):
+            for mode in ("stochastic", "deterministic"):
+                prefix = f"test/{mode}/{index}/{task}"
+                self.logger.record(f"{prefix}/success", getattr(score, mode))
+                self.logger.record(f"{prefix}/return", getattr(score, f"{mode}_return"))
+        for mode in ("stochastic", "deterministic"):
+            average = float(np.mean([getattr(s, mode) for s in scores]))
+            self.logger.record(f"test/{mode}/average_success", average)
+        self.logger.dump(step)
+        self.progress.evaluation(step, [s.stochastic for s in scores])
+        self.write_results()
+        return scores
+
+    def record_videos(self) -> None:
+        step = self.agent.num_timesteps
+        seen = self.sequence.task_names[: self.state.task_index + 1]
+        for index, task in enumerate(seen):
+            folder = task if seen.index(task) == index else f"{task}-{index}"
+            path = Path(self.config.videos_dir) / self.config.name / folder / f"step_{step}.mp4"
+            self.evaluator.record_video(self.policy, index, path, self.config.video_size, step)
+            self.state.videos.append(str(path))
+
+    def checkpoint(self, env: EpisodeSeeding | None) -> None:
+        if env is not None:
+            # The chunk ended on an episode boundary: the env already reset for the next
+            # episode, which a resumed run replays from its seed.
+            at_boundary = env.steps_in_episode == 0
+            self.state.episode_in_task = env.episode - 1 if at_boundary else env.episode
+        state = {
+            "agent": self.agent.training_state(),
+            "run": self.state.to_dict(),
+            "rng": global_rng_state(),
+        }
+        save_checkpoint(self.run_dir / CHECKPOINT, state)
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.run_dir / CHECKPOINT)
+        self.state = RunState.from_dict(state["run"])
+        self.agent.load_training_state(state["agent"])
+        set_global_rng_state(state["rng"])
+        self.evaluator.evaluations = len(self.state.history.steps)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter() - self.state.train_seconds
+        agent, sequence = self.agent, self.sequence
+        if not self.state.history.steps:
+            self.evaluate()
+        callback = _PeriodicCallback(self)
+        with self.progress:
+            while self.state.task_index < sequence.num_tasks:
+                task = self.state.task_index
+                budget = sequence.steps_for(task, self.config.steps_per_task)
+                env = self._train_env(task, self.state.episode_in_task)
+                agent.set_env(env)
+                if self.state.steps_in_task == 0:
+                    agent.on_task_start(task)
+                self.progress.start_task(task, budget, agent.task_start_step, agent.num_timesteps)
+                callback.task_end_step = agent.task_start_step + budget
+                while self.state.steps_in_task < budget:
+                    chunk = min(
+                        self.config.checkpoint_every
+                        - self.state.steps_in_task % self.config.checkpoint_every,
+                        budget - self.state.steps_in_task,
+                    )
+                    agent.learn(chunk, reset_num_timesteps=False, callback=callback)
+                    self.state.steps_in_task += chunk
+                    self.state.train_seconds = time.perf_counter() - started
+                    if self.state.steps_in_task < budget:
+                        self.checkpoint(env)
+                agent.on_task_end(task)
+                self.state.task_ends.append(agent.num_timesteps)
+                self.evaluate()
+                self._log_task_metrics()
+                if self.config.videos and self.config.video_every is None:
+                    self.record_videos()
+                self.state.task_index += 1
+                self.state.steps_in_task = 0
+                self.state.episode_in_task = 0
+                self.state.train_seconds = time.perf_counter() - started
+                self.checkpoint(None)
+        self.evaluator.close()
+        summary = self.write_results(final=True)
+        self.logger.close()
+        return summary
+
+    def _log_task_metrics(self) -> None:
+        matrix = self.matrix()
+        if matrix is None:
+            return
+        for key, value in self.summary(matrix).items():
+            if value is not None:
+                self.logger.record(f"metrics/{key}", value)
+        self.logger.dump(self.agent.num_timesteps)
+
+    # -- results --------------------------------------------------------------------------
+    def matrix(self) -> metrics.EvalMatrix | None:
+        """The evaluation matrix over the tasks finished so far (None before the first)."""
+        ends = self.state.task_ends
+        if not ends:
+            return None
+        history = self.state.history
+        keep = [i for i, step in enumerate(history.steps) if step <= ends[-1]]
+        scores = np.asarray(history.stochastic)[keep][:, : len(ends)]
+        steps = np.asarray(history.steps)[keep]
+        return metrics.EvalMatrix(scores, steps, np.asarray(ends))
+
+    def summary(self, matrix: metrics.EvalMatrix) -> dict[str, float | None]:
+        """Metrics of the finished tasks (forward transfer against reference runs)."""
+        return metrics.summarize(matrix, self.reference_auc()[: matrix.n_tasks])
+
+    def reference_auc(self) -> list[float | None]:
+        return find_reference_aucs(
+            Path(self.config.runs_dir), self.sequence.task_names, self.config, exclude=self.run_dir
+        )
+
+    def write_results(self, final: bool = False) -> dict[str, Any]:
+        history = self.state.history
+        matrix = self.matrix()
+        summary = self.summary(matrix) if matrix is not None else {}
+        own_auc = (
+            metrics.auc_in_own_window(matrix, 0)
+            if matrix is not None and self.sequence.num_tasks == 1
+            else None
+        )
+        results = {
+            "name": self.config.name,
+            "method": self.config.method,
+            "seed": self.config.seed,
+            "sequence": self.sequence.name,
+            "tasks": list(self.sequence.task_names),
+            "steps_per_task": [
+                self.sequence.steps_for(i, self.config.steps_per_task)
+                for i in range(self.sequence.num_tasks)
+            ],
+            "task_ends": self.state.task_ends,
+            "eval_steps": history.steps,
+            "score": {"stochastic": history.stochastic, "deterministic": history.deterministic},
+            "return": {
+                "stochastic": history.stochastic_return,
+                "deterministic": history.deterministic_return,
+            },
+            "reference_auc": self.reference_auc(),
+            "single_task_auc": own_auc,
+            "metrics": summary,
+            "finished": final,
+            "wall_time_s": self.state.train_seconds,
+            "eval_time_s": history.seconds,
+            "videos": self.state.videos,
+        }
+        _write_json_atomic(self.run_dir / "results.json", results)
+        _write_eval_csv(self.run_dir / "eval.csv", self.sequence.task_names, history)
+        return results
+
+
+class _PeriodicCallback(BaseCallback):
+    """Evaluates (and records videos) every ``eval_every`` steps and feeds the progress bar."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+        self.task_end_step = 0
+
+    def _on_step(self) -> bool:
+        step = self.model.num_timesteps
+        config = self.runner.config
+        # The task's last step is evaluated by the runner, after on_task_end.
+        if step % config.eval_every == 0 and step != self.task_end_step:
+            self.runner.evaluate()
+        if config.videos and config.video_every and step % config.video_every == 0:
+            self.runner.record_videos()
+        self.runner.progress.advance(step)
+        return True
+
+
+def find_reference_aucs(
+    runs_dir: Path, tasks: tuple[str, ...], config: TrainConfig, exclude: Path | None = None
+) -> list[float | None]:
+    """AUC of finished single-task runs with the same budget, per task (None if none).
+
+    Any finished ``crl train --sequence <task>`` run in ``runs_dir`` serves as the
+    reference for forward transfer; several seeds are averaged.
+    """
+    found: dict[tuple[str, int], list[float]] = {}
+    if runs_dir.is_dir():
+        for results_file in runs_dir.glob("*/results.json"):
+            if exclude is not None and results_file.parent.resolve() == exclude.resolve():
+                continue
+            try:
+                data = json.loads(results_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if data.get("finished") and data.get("single_task_auc") is not None:
+                key = (data["tasks"][0], data["steps_per_task"][0])
+                found.setdefault(key, []).append(float(data["single_task_auc"]))
+    references: list[float | None] = []
+    for task in tasks:
+        values = found.get((task, config.steps_per_task))
+        references.append(float(np.mean(values)) if values else None)
+    return references
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    th.manual_seed(seed)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _write_eval_csv(path: Path, tasks: tuple[str, ...], history: EvalHistory) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "task_index", "task", "mode", "success", "return"])
+        for row, step in enumerate(history.steps):
+            for index, task in enumerate(tasks):
+                for mode in ("stochastic", "deterministic"):
+                    writer.writerow(
+                        [
+                            step,
+                            index,
+                            task,
+                            mode,
+                            getattr(history, mode)[row][index],
+                            getattr(history, f"{mode}_return")[row][index],
+                        ]
+                    )
+    os.replace(tmp, path)
+
+
+def run_training(
+    config: TrainConfig, *, resume: bool = False, overwrite: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Train (or resume) a run; returns its directory and final results."""
+    run_dir = prepare_run_dir(config, resume=resume, overwrite=overwrite)
+    if not resume:
+        config.save_yaml(run_dir / "config.yaml")
+    runner = Runner(config, run_dir)
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise RunDirectoryError(f"{run_dir} has no checkpoint to resume from")
+        runner.restore()
+        if runner.state.task_index >= runner.sequence.num_tasks:
+            raise RunDirectoryError(f"{run_dir} already finished; nothing to resume")
+    else:
+        _write_config_text(runner.logger, config)
+    return run_dir, runner.run()
+
+
+def _write_config_text(logger: Logger, config: TrainConfig) -> None:
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+    text = "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```"
+    for output in logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            output.writer.add_text("config", text, 0)
+            output.writer.flush()
+
+
+__all__ = ["ConfigError", "RunDirectoryError", "Runner", "load_run_config", "run_training"]

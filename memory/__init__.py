@@ -1,0 +1,1 @@
+"""Memories that agents store into and recall from."""

@@ -1,0 +1,340 @@
+"""Tests for experiments.report on synthetic run directories (no training, no simulator)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from envs.errors import CrlgymError
+from experiments import report
+from experiments.metrics import EvalMatrix, bootstrap_ci, summarize
+from experiments.report import (
+    ReportError,
+    add_report_parser,
+    load_run,
+    markdown_table,
+    plot_curves,
+    plot_heatmap,
+    render_table,
+    summarize_runs,
+    write_report,
+)
+
+TASKS = ["hammer-v3", "push-wall-v3", "faucet-close-v3"]
+TASK_ENDS = [1000, 2000, 3000]
+EVAL_STEPS = list(range(0, 3001, 250))  # 13 evaluations, 4 per task window
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def success_matrix(method: str, seed: int) -> list[list[float]]:
+    """Each task climbs to ~0.9 while trained; afterwards "finetune" drops to 0, "packnet" keeps
+    it. Seed-dependent noise makes the seeds (and so the bootstrap CI) differ."""
+    rng = np.random.default_rng(seed)
+    success = np.zeros((len(EVAL_STEPS), len(TASKS)))
+    for e, step in enumerate(EVAL_STEPS):
+        for j, end in enumerate(TASK_ENDS):
+            start = end - 1000
+            if step <= start:
+                value = 0.05
+            elif step <= end:
+                value = 0.9 * (step - start) / 1000
+            else:
+                value = 0.0 if method == "finetune" else 0.85
+            success[e, j] = np.clip(value + rng.uniform(-0.05, 0.05), 0.0, 1.0)
+    return success.round(4).tolist()
+
+
+def results(method: str, seed: int, **overrides: Any) -> dict[str, Any]:
+    """A results.json payload as a training run writes it."""
+    success = success_matrix(method, seed)
+    data: dict[str, Any] = {
+        "name": f"cw3-{method}-s{seed}",
+        "method": method,
+        "seed": seed,
+        "sequence": "CW3",
+        "tasks": TASKS,
+        "task_ends": TASK_ENDS,
+        "eval_steps": EVAL_STEPS,
+        "score": {"stochastic": success, "deterministic": success},
+        "reference_auc": None,
+        "metrics": {"performance": 123.0},  # deliberately wrong: the report must recompute
+        "wall_time_s": 12.5,
+        "eval_time_s": 1.5,
+    }
+    data.update(overrides)
+    return data
+
+
+def write_run(root: Path, data: dict[str, Any]) -> Path:
+    run_dir = root / data["name"]
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps(data))
+    return run_dir
+
+
+@pytest.fixture
+def run_dirs(tmp_path: Path) -> list[Path]:
+    """2 methods x 3 seeds, interleaved so that "finetune" is seen first."""
+    return [
+        write_run(tmp_path / "runs", results(method, seed))
+        for seed in (2, 0, 1)
+        for method in ("finetune", "packnet")
+    ]
+
+
+def direct(method: str, key: str, reference_auc: list[float | None] | None = None) -> Any:
+    """The expected aggregate: `summarize` per seed (sorted), then `bootstrap_ci` at 90%."""
+    matrices = [EvalMatrix(success_matrix(method, s), EVAL_STEPS, TASK_ENDS) for s in (0, 1, 2)]
+    values = [summarize(m, reference_auc)[key] for m in matrices]
+    return bootstrap_ci(values, confidence=0.9)
+
+
+def markdown_rows(summaries: list[report.MethodSummary]) -> dict[str, list[str]]:
+    lines = markdown_table(summaries).splitlines()
+    assert lines[0] == (
+        "| method | seeds | performance | forgetting | forward transfer | min-ACC |"
+    )
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {row[0]: row[1:] for row in cells}
+
+
+def test_load_run_builds_the_matrix_from_stochastic_scores(run_dirs: list[Path]) -> None:
+    run = load_run(run_dirs[0])
+    assert (run.name, run.method, run.seed, run.sequence) == (
+        "cw3-finetune-s2",
+        "finetune",
+        2,
+        "CW3",
+    )
+    assert run.tasks == tuple(TASKS) and run.task_ends == tuple(TASK_ENDS)
+    assert run.matrix.success.shape == (len(EVAL_STEPS), len(TASKS))
+    np.testing.assert_array_equal(run.matrix.success, success_matrix("finetune", 2))
+    np.testing.assert_array_equal(run.score["deterministic"], run.matrix.success)
+    assert run.finished and run.reference_auc is None and run.wall_time_s == 12.5
+
+
+def test_table_numbers_equal_summarize_plus_bootstrap(run_dirs: list[Path]) -> None:
+    summaries = summarize_runs([load_run(d) for d in run_dirs])
+    assert [s.method for s in summaries] == ["finetune", "packnet"]  # first-seen order
+    rows = markdown_rows(summaries)
+    for summary in summaries:
+        assert summary.seeds == (0, 1, 2)
+        assert rows[summary.method][0] == "3"
+        for key in report.METRICS:
+            if key == "forward_transfer":
+                continue
+            mean, low, high = direct(summary.method, key)
+            value = summary.metrics[key]
+            assert value is not None and value.n == 3
+            assert (value.mean, value.low, value.high) == pytest.approx((mean, low, high))
+        for column, key in enumerate(("performance", "forgetting", None, "min_acc"), start=1):
+            if key is not None:
+                mean, low, high = direct(summary.method, key)
+                expected = f"{mean:.2f} [{low:.2f}, {high:.2f}]".replace("-0.00", "0.00")
+                assert rows[summary.method][column] == expected
+    # The stored (wrong) metrics were ignored.
+    assert summaries[0].metrics["performance"].mean < 1.0  # type: ignore[union-attr]
+
+
+def test_finetune_forgets_more_than_packnet(run_dirs: list[Path]) -> None:
+    summaries = {s.method: s for s in summarize_runs([load_run(d) for d in run_dirs])}
+    forgetting = {m: s.metrics["forgetting"] for m, s in summaries.items()}
+    assert forgetting["finetune"] is not None and forgetting["packnet"] is not None
+    # Even the whole CIs are ordered: finetune loses its old tasks, packnet keeps them.
+    assert forgetting["finetune"].low > 0.2 > 0.0 > forgetting["packnet"].high  # type: ignore[operator]
+    rows = markdown_rows(list(summaries.values()))
+    table_value = {m: float(row[2].split()[0]) for m, row in rows.items()}
+    assert table_value["finetune"] > table_value["packnet"]
+    assert float(rows["packnet"][1].split()[0]) > float(rows["finetune"][1].split()[0])
+
+
+def test_forward_transfer_is_na_without_references_and_a_number_with(tmp_path: Path) -> None:
+    refs = [0.2, None, 0.4]
+    dirs = [write_run(tmp_path, results("finetune", seed)) for seed in (0, 1, 2)]
+    dirs += [write_run(tmp_path, results("packnet", s, reference_auc=refs)) for s in (0, 1, 2)]
+    summaries = summarize_runs([load_run(d) for d in dirs])
+    rows = markdown_rows(summaries)
+    assert summaries[0].metrics["forward_transfer"] is None
+    assert summaries[0].values["forward_transfer"] == ()
+    assert rows["finetune"][3] == "n/a"
+    mean, low, high = direct("packnet", "forward_transfer", refs)
+    assert rows["packnet"][3] == f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+    console = Console(width=200, record=True)
+    console.print(render_table(summaries))
+    text = console.export_text()
+    assert "forward transfer" in text and "min-ACC" in text
+    finetune_line = next(line for line in text.splitlines() if "finetune" in line)
+    assert "n/a" in finetune_line
+
+
+def test_single_seed_has_no_interval(tmp_path: Path) -> None:
+    summaries = summarize_runs([load_run(write_run(tmp_path, results("packnet", 0)))])
+    value = summaries[0].metrics["performance"]
+    assert value is not None and value.low is None and value.n == 1
+    expected = summarize(EvalMatrix(success_matrix("packnet", 0), EVAL_STEPS, TASK_ENDS))
+    assert markdown_rows(summaries)["packnet"][1] == f"{expected['performance']:.2f}"
+
+
+def test_runs_that_cannot_be_pooled_are_refused_or_kept_apart(tmp_path: Path) -> None:
+    a = load_run(write_run(tmp_path / "a", results("finetune", 0)))
+    b = load_run(write_run(tmp_path / "b", results("finetune", 0)))
+    with pytest.raises(ReportError, match=r"seed 0.*pass each run once"):
+        summarize_runs([a, b])
+    other = load_run(write_run(tmp_path / "c", results("finetune", 1, sequence="CW3-long")))
+    labels = [s.label for s in summarize_runs([a, other])]
+    assert labels == ["finetune (CW3)", "finetune (CW3-long)"]
+    with pytest.raises(ReportError, match="no runs"):
+        summarize_runs([])
+
+
+def _corrupt(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split(".")
+    target = data
+    for key in parents:
+        target = target[key]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("tasks", KeyError, "missing key.*'tasks'"),
+        ("score.stochastic", KeyError, "missing key.*'score.stochastic'"),
+        ("seed", "zero", "'seed' must be an integer"),
+        ("task_ends", [1000, 2000], "'task_ends' has 2 entries, expected 3"),
+        ("score.stochastic", [[0.5, 0.5, 0.5]], "one row per evaluation \\(13\\)"),
+        ("eval_steps", list(range(0, 3001, 250))[::-1], "non-decreasing"),
+        ("reference_auc", [0.1], "'reference_auc' must be null or a list of 3"),
+    ],
+)
+def test_corrupt_results_raise_a_helpful_report_error(
+    tmp_path: Path, path: str, value: Any, message: str
+) -> None:
+    run_dir = write_run(tmp_path, _corrupt(results("finetune", 0), path, value))
+    with pytest.raises(ReportError, match=message) as caught:
+        load_run(run_dir)
+    assert isinstance(caught.value, CrlgymError)
+    assert str(run_dir / "results.json") in str(caught.value)
+    assert "Re-run" in str(caught.value)
+
+
+def test_ragged_score_rows_are_reported(tmp_path: Path) -> None:
+    data = results("finetune", 0)
+    data["score"]["stochastic"][3] = [0.1, 0.2]
+    with pytest.raises(ReportError, match=r"'score.stochastic'\[3\] must hold one number per task"):
+        load_run(write_run(tmp_path, data))
+
+
+def test_missing_or_unparsable_results_json(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match=r"does not exist.*runs/<name>/"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match=r"has no results.json"):
+        load_run(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text('{"name": "cw3", "tasks": [')
+    with pytest.raises(ReportError, match=r"not valid JSON.*interrupted"):
+        load_run(broken)
+    (broken / "results.json").write_text("[1, 2]")
+    with pytest.raises(ReportError, match="JSON object"):
+        load_run(broken)
+
+
+def _check_png(path: Path, figsize: tuple[float, float]) -> np.ndarray:
+    """Valid, non-trivial PNG of the expected pixel size; returns its pixels."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 10_000
+    pixels = matplotlib.image.imread(path)
+    width, height = figsize
+    assert pixels.shape[:2] == (round(height * report.DPI), round(width * report.DPI))
+    assert pixels[..., :3].std() > 0.05  # not blank
+    return pixels
+
+
+def test_plots_are_valid_pngs_of_the_expected_shape(tmp_path: Path) -> None:
+    from matplotlib import colormaps
+
+    run = load_run(write_run(tmp_path, results("finetune", 0)))
+    heatmap = plot_heatmap(run, tmp_path / "out" / "heatmap.png")
+    pixels = _check_png(heatmap, report._heatmap_figsize(3))
+    assert pixels.shape[1] > 3 * pixels.shape[0]  # a wide strip for 3 tasks
+    # Both ends of the viridis scale appear (untrained / forgotten cells and trained ones).
+    rgb = pixels[..., :3].reshape(-1, 3)
+    for level in (0.0, 0.85):
+        colour = np.array(colormaps["viridis"](level)[:3])
+        assert np.abs(rgb - colour).max(axis=1).min() < 0.08
+    curves = plot_curves(run, tmp_path / "out" / "curves.png")
+    pixels = _check_png(curves, report._curves_figsize(3))
+    assert report._curves_figsize(10)[1] > report._curves_figsize(3)[1]  # grows with tasks
+
+
+def test_write_report_defaults_to_run_dir_and_keeps_foreign_files(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, results("packnet", 0))
+    assert write_report([run_dir], None) == run_dir
+    md = (run_dir / "report.md").read_text()
+    assert "| packnet | 1 |" in md and "cw3-packnet-s0_heatmap.png" in md
+    for suffix in ("heatmap", "curves"):
+        assert (run_dir / f"cw3-packnet-s0_{suffix}.png").stat().st_size > 10_000
+    assert write_report([run_dir], None) == run_dir  # its own artifacts may be overwritten
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "report.md").write_text("my notes\n")
+    with pytest.raises(ReportError, match=r"refusing to overwrite.*--out"):
+        write_report([run_dir], other)
+    assert (other / "report.md").read_text() == "my notes\n"
+    assert list(other.iterdir()) == [other / "report.md"]  # nothing written
+
+
+def test_report_subcommand_end_to_end(
+    run_dirs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="crl")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "out"
+    args = parser.parse_args(["report", str(run_dirs[0]), str(run_dirs[1]), "--out", str(out)])
+    args.run(args)
+    printed = capsys.readouterr().out
+    for text in ("finetune", "packnet", "n/a", "performance", "forgetting", "min-ACC"):
+        assert text in printed
+    expected = {"report.md", "methods.png"}
+    expected |= {
+        f"cw3-{m}-s2_{kind}.png" for m in ("finetune", "packnet") for kind in ("heatmap", "curves")
+    }
+    assert {p.name for p in out.iterdir()} == expected
+    for name in expected:
+        assert str(out / name) in printed
+
+    args = parser.parse_args(["report", str(tmp_path / "missing")])
+    with pytest.raises(ReportError, match="does not exist"):
+        args.run(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report"])  # at least one run directory
+
+
+def test_unfinished_run_is_flagged_and_undefined_metrics_are_na(tmp_path: Path) -> None:
+    data = results("finetune", 0, metrics=None)
+    data["eval_steps"] = EVAL_STEPS[:9]  # stopped at step 2000, during task 1's last eval
+    data["score"] = {"stochastic": data["score"]["stochastic"][:9]}
+    run = load_run(write_run(tmp_path, data))
+    assert not run.finished and run.metrics is None and "deterministic" not in run.score
+    summaries = summarize_runs([run])
+    assert summaries[0].unfinished == ("cw3-finetune-s0",)
+    assert summaries[0].metrics["min_acc"] is None  # task 1 was never evaluated after training
+    row = markdown_rows(summaries)["finetune *"]
+    assert row[4] == "n/a"
+    assert "unfinished runs: cw3-finetune-s0" in report._table_note(summaries)
