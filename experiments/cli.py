@@ -127,8 +127,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         values: dict = {}
         if args.config:
             values.update(load_config_file(args.config))
-        elif not options:
-            values.update(QUICKSTART)  # `crl train` alone: the quick start
+        elif "sequence" not in options:
+            values.update(QUICKSTART)  # no sequence named: the quick start, with any overrides
         values.update(options)
         config = build_config(values) if values else TrainConfig()
     started = time.perf_counter()
@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train through a task sequence (no arguments: the quick start)",
         description="Train an agent through a task sequence, evaluating every task as it "
-        "goes. With no arguments: the quick start (3 Continual World tasks, a few minutes).",
+        "goes. Without --sequence or --config it runs the quick start (3 Continual World "
+        "tasks, a small budget, a few minutes), to which other options apply; with "
+        "--sequence the defaults are Continual World's protocol (listed below).",
     )
     train.add_argument("--config", help="YAML file of options (command-line options win)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")

@@ -8,9 +8,14 @@ from contextlib import contextmanager
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401 - sets MUJOCO_GL before anything imports mujoco
+
+# Small test networks run fastest on one thread, and several threads spin-wait badly when
+# the 2 cores are shared with other processes.
+torch.set_num_threads(1)
 
 # Notices of gymnasium's checker that describe our design, not a defect:
 # - we check the env as users get it (wrapped), which the checker always remarks on;
