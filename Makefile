@@ -12,7 +12,7 @@ export MUJOCO_GL ?= egl
 .PHONY: demo test test-slow lint format bench deps system-deps clean
 
 demo: deps
-	$(VENV)/bin/crl demo
+	$(VENV)/bin/crl train --overwrite
 
 test: deps
 	$(VENV)/bin/pytest -q

@@ -54,7 +54,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch as th
-from torch import nn
+from torch_threads import check_threads
 
 import envs
 from agents.sac import ContinualSAC, SACConfig
@@ -63,35 +63,6 @@ from experiments.evaluation import Evaluator
 
 TARGET_SHARE = 0.15
 MEASURE_BUFFER = 100_000
-
-
-def thread_slowdown(threads: int, seconds: float = 0.5) -> float:
-    """How much slower a 128x256x256 linear layer runs on ``threads`` threads than on 1.
-
-    On a machine whose cores are busy with other jobs, torch's multi-threaded kernels wait
-    for descheduled threads at every operation and can run tens of times slower.
-    """
-    layer, inputs = nn.Linear(256, 256), th.randn(128, 256)
-    per_call = {}
-    with th.no_grad():
-        for count in (1, threads):
-            th.set_num_threads(count)
-            calls, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                layer(inputs)
-                calls += 1
-            per_call[count] = (time.perf_counter() - started) / calls
-    th.set_num_threads(threads)
-    return per_call[threads] / per_call[1]
-
-
-def check_threads(threads: int) -> None:
-    if threads > 1 and (slowdown := thread_slowdown(threads)) > 2.0:
-        raise SystemExit(
-            f"torch on {threads} threads runs {slowdown:.0f}x slower than on 1 here: the "
-            "cores are busy with other jobs, so timings would not be representative. "
-            "Rerun when the machine is idle, or with --threads 1."
-        )
 
 
 @dataclass

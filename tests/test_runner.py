@@ -125,7 +125,13 @@ def test_no_rendering_when_videos_are_off(tmp_path: Path, monkeypatch: pytest.Mo
 
     original = envs.sequences.TaskSequence.make_env
 
-    def no_render(self, index, *, seed=None, render_mode=None):  # noqa: ANN001, ANN202
+    def no_render(
+        self: envs.sequences.TaskSequence,
+        index: int,
+        *,
+        seed: int | None = None,
+        render_mode: str | None = None,
+    ) -> object:
         assert render_mode is None and self.config.render_mode is None
         return original(self, index, seed=seed, render_mode=render_mode)
 

@@ -142,22 +142,22 @@ class RecordingMethod(ContinualMethod):
         self.events: list[str] = []
         self.gradient_calls = {"actor": 0, "critic": 0}
 
-    def on_task_start(self, agent, task_index):  # noqa: ANN001, ANN201
+    def on_task_start(self, agent: ContinualSAC, task_index: int) -> None:
         self.events.append(f"start {task_index}")
 
-    def on_task_end(self, agent, task_index):  # noqa: ANN001, ANN201
+    def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         self.events.append(f"end {task_index}")
 
-    def actor_aux_loss(self, agent, batch):  # noqa: ANN001, ANN201
+    def actor_aux_loss(self, agent: ContinualSAC, batch: object) -> th.Tensor:
         return 1e3 * sum((p**2).sum() for p in agent.actor.latent_pi.parameters())
 
-    def adjust_gradients(self, agent, network):  # noqa: ANN001, ANN201
+    def adjust_gradients(self, agent: ContinualSAC, network: str) -> None:
         self.gradient_calls[network] += 1
 
-    def state_dict(self):  # noqa: ANN201
+    def state_dict(self) -> dict:
         return {"events": list(self.events)}
 
-    def load_state_dict(self, state):  # noqa: ANN001, ANN201
+    def load_state_dict(self, state: dict) -> None:
         self.events = list(state["events"])
 
 
