@@ -293,6 +293,7 @@ class ContinualSAC(SAC):
         self.method = method or FineTuning()
         self.current_task = 0
         self.task_start_step = 0
+        self.task_budget: int | None = None
         kwargs = {
             "num_heads": num_tasks if self.config.multi_head else 1,
             "task_id_dims": task_id_dims,
@@ -327,8 +328,9 @@ class ContinualSAC(SAC):
         self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
 
     # -- task boundaries ------------------------------------------------------------------
-    def on_task_start(self, task_index: int) -> None:
-        """Enter task ``task_index``: named resets (not for the first task), then the method."""
+    def on_task_start(self, task_index: int, budget: int | None = None) -> None:
+        """Enter task ``task_index`` (``budget`` env steps, if known): named resets (not for
+        the first task), then the method."""
         if task_index > 0:
             if self.config.reset_buffer:
                 self.reset_replay_buffer()
@@ -341,6 +343,7 @@ class ContinualSAC(SAC):
                 self.reset_optimizers()
         self.current_task = task_index
         self.task_start_step = self.num_timesteps
+        self.task_budget = budget
         self.learning_starts = self.num_timesteps + self.config.update_after
         self.method.on_task_start(self, task_index)
 
@@ -466,6 +469,7 @@ class ContinualSAC(SAC):
             "episode_num": self._episode_num,
             "current_task": self.current_task,
             "task_start_step": self.task_start_step,
+            "task_budget": self.task_budget,
             "learning_starts": self.learning_starts,
             "action_space_rng": self.action_space.np_random.bit_generator.state,
             "replay_buffer": _buffer_state(self.replay_buffer),
@@ -485,6 +489,7 @@ class ContinualSAC(SAC):
         self._episode_num = state["episode_num"]
         self.current_task = state["current_task"]
         self.task_start_step = state["task_start_step"]
+        self.task_budget = state["task_budget"]
         self.learning_starts = state["learning_starts"]
         self.action_space.np_random.bit_generator.state = state["action_space_rng"]
         _load_buffer_state(self.replay_buffer, state["replay_buffer"])

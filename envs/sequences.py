@@ -27,6 +27,7 @@ import yaml
 
 from envs.dmc_specs import load_dmc_specs
 from envs.errors import (
+    ConfigError,
     SequenceFileError,
     SpaceMismatchError,
     UnknownSequenceError,
@@ -91,6 +92,7 @@ class TaskSequence:
         name: display name (``CW10``, a file stem, ...).
         tasks: task names or `SequenceTask` entries, in training order.
         config: how every task env is built (episode length, rendering, one-hot id, padding).
+        steps_per_task: budget of entries that do not set their own.
 
     Raises:
         UnknownTaskError: a task name is unknown (the message lists the closest names).
@@ -102,13 +104,16 @@ class TaskSequence:
         name: str,
         tasks: Iterable[str | SequenceTask],
         config: EnvConfig | None = None,
+        steps_per_task: int | None = None,
     ) -> None:
         entries = [t if isinstance(t, SequenceTask) else SequenceTask(t) for t in tasks]
         if not entries:
             raise UnknownSequenceError(f"sequence '{name}' has no tasks")
+        if steps_per_task is not None and steps_per_task <= 0:
+            raise ConfigError(f"steps per task must be positive, got {steps_per_task}")
         self.name = name
         self.tasks: tuple[SequenceTask, ...] = tuple(
-            SequenceTask(canonical_task_name(e.task), e.steps) for e in entries
+            SequenceTask(canonical_task_name(e.task), e.steps or steps_per_task) for e in entries
         )
         self.config = config or EnvConfig()
         self._current = 0
@@ -262,33 +267,24 @@ def load_sequence(
         steps_per_task: budget for tasks that do not set their own.
     """
     if not isinstance(spec, str):
-        return _with_budget(TaskSequence("custom", spec, config), steps_per_task)
+        return TaskSequence("custom", spec, config, steps_per_task)
     text = spec.strip()
     registered = {k.lower(): k for k in SEQUENCES}
     if text.lower() in registered:
         key = registered[text.lower()]
-        return _with_budget(TaskSequence(key, SEQUENCES[key], config), steps_per_task)
+        return TaskSequence(key, SEQUENCES[key], config, steps_per_task)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
         return load_sequence_file(text, config, steps_per_task=steps_per_task)
     if "," in text:
         names = [part for part in (p.strip() for p in text.split(",")) if part]
-        return _with_budget(TaskSequence(text, names, config), steps_per_task)
+        return TaskSequence(text, names, config, steps_per_task)
     try:
-        return _with_budget(TaskSequence(text, [text], config), steps_per_task)
+        return TaskSequence(text, [text], config, steps_per_task)
     except UnknownTaskError:
         valid = tuple(SEQUENCES) + all_tasks()
         raise UnknownSequenceError(
             unknown_name_message("sequence or task", text, valid, "crl list")
         ) from None
-
-
-def _with_budget(sequence: TaskSequence, steps: int | None) -> TaskSequence:
-    if steps is None:
-        return sequence
-    if steps <= 0:
-        raise SequenceFileError(f"steps per task must be positive, got {steps}")
-    sequence.tasks = tuple(SequenceTask(t.task, t.steps or steps) for t in sequence.tasks)
-    return sequence
 
 
 def load_sequence_file(
@@ -350,7 +346,7 @@ def load_sequence_file(
             canonical = canonical_task_name(str(name))
         except UnknownTaskError as error:
             raise fail(item, str(error)) from None
-        entries.append(SequenceTask(canonical, steps or default_steps))
+        entries.append(SequenceTask(canonical, steps))
     name_node = fields.get("name")
     name = str(name_node.value) if name_node is not None else path.stem
-    return TaskSequence(name, entries * repeats, config)
+    return TaskSequence(name, entries * repeats, config, default_steps)

@@ -170,7 +170,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if not (run_dir / CHECKPOINT).is_file():
         raise envs.CrlgymError(f"{run_dir} has no checkpoint yet; nothing to evaluate")
     runner.restore()
-    scores, seconds = runner.evaluator.evaluate(runner.policy)
+    scores, seconds = runner.evaluator.evaluate(runner.policy, runner.task_context)
     table = Table(title=f"{run_dir} at step {runner.agent.num_timesteps}")
     for column in ("task", "success (stochastic)", "success (deterministic)", "return"):
         table.add_column(column)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from envs.sequences import TaskSequence
 
 Policy = Callable[[np.ndarray, bool], np.ndarray]
 """(observation, deterministic) -> action."""
+TaskContext = Callable[[int], AbstractContextManager]
+"""task index -> context in which the agent acts on that task (a method's `evaluating`)."""
 
 
 @contextmanager
@@ -137,21 +139,25 @@ class Evaluator:
             done = terminated or truncated
         return episode_score(info), total
 
-    def evaluate(self, policy: Policy) -> tuple[list[TaskScores], float]:
+    def evaluate(
+        self, policy: Policy, task_context: TaskContext | None = None
+    ) -> tuple[list[TaskScores], float]:
         """Scores of every task and the seconds it took; training RNG is untouched."""
+        task_context = task_context or (lambda task: nullcontext())
         started = time.perf_counter()
         scores = []
         with preserved_rng(), th.no_grad():
             th.manual_seed(self.episode_seed(self.sequence.num_tasks, self.evaluations))
             for task in range(self.sequence.num_tasks):
-                sampled = [
-                    self.run_episode(policy, task, k, deterministic=False)
-                    for k in range(self.stochastic_episodes)
-                ]
-                greedy = [
-                    self.run_episode(policy, task, self.stochastic_episodes + k, True)
-                    for k in range(self.deterministic_episodes)
-                ]
+                with task_context(task):
+                    sampled = [
+                        self.run_episode(policy, task, k, deterministic=False)
+                        for k in range(self.stochastic_episodes)
+                    ]
+                    greedy = [
+                        self.run_episode(policy, task, self.stochastic_episodes + k, True)
+                        for k in range(self.deterministic_episodes)
+                    ]
                 scores.append(
                     TaskScores(
                         stochastic=float(np.mean([s for s, _ in sampled])),
@@ -165,13 +171,21 @@ class Evaluator:
         self.evaluations += 1
         return scores, time.perf_counter() - started
 
-    def record_video(self, policy: Policy, task: int, path: Path, size: int, seed: int) -> Path:
+    def record_video(
+        self,
+        policy: Policy,
+        task: int,
+        path: Path,
+        seed: int,
+        task_context: TaskContext | None = None,
+    ) -> Path:
         """One deterministic episode of ``task`` as mp4 at the env's frame rate."""
         from experiments.video import write_video
 
         env = self.sequence.make_env(task, render_mode="rgb_array")
         frames = []
-        with preserved_rng(), th.no_grad():
+        context = task_context(task) if task_context else nullcontext()
+        with preserved_rng(), th.no_grad(), context:
             observation, _ = env.reset(seed=self.episode_seed(task, 10_000 + seed))
             done = False
             while not done:

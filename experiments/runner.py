@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,9 +154,13 @@ class Runner:
         tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
         return self.agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
 
+    def task_context(self, task: int) -> AbstractContextManager:
+        """How the method wants the agent to act on ``task`` (e.g. PackNet's masks)."""
+        return self.agent.method.evaluating(self.agent, task)
+
     def evaluate(self) -> list[TaskScores]:
         step = self.agent.num_timesteps
-        scores, seconds = self.evaluator.evaluate(self.policy)
+        scores, seconds = self.evaluator.evaluate(self.policy, self.task_context)
         self.state.history.append(step, scores, seconds)
         for index, (task, score) in enumerate(zip(self.sequence.task_names, scores, strict=True)):
             for mode in ("stochastic", "deterministic"):
@@ -176,7 +181,7 @@ class Runner:
         for index, task in enumerate(seen):
             folder = task if seen.index(task) == index else f"{task}-{index}"
             path = Path(self.config.videos_dir) / self.config.name / folder / f"step_{step}.mp4"
-            self.evaluator.record_video(self.policy, index, path, self.config.video_size, step)
+            self.evaluator.record_video(self.policy, index, path, step, self.task_context)
             self.state.videos.append(str(path))
 
     def checkpoint(self, env: EpisodeSeeding | None) -> None:
@@ -213,7 +218,7 @@ class Runner:
                 env = self._train_env(task, self.state.episode_in_task)
                 agent.set_env(env)
                 if self.state.steps_in_task == 0:
-                    agent.on_task_start(task)
+                    agent.on_task_start(task, budget)
                 self.progress.start_task(task, budget, agent.task_start_step, agent.num_timesteps)
                 callback.task_end_step = agent.task_start_step + budget
                 while self.state.steps_in_task < budget:

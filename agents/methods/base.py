@@ -7,6 +7,8 @@ the lower bound) is the base class itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch as th
@@ -41,6 +43,12 @@ class ContinualMethod:
 
     def adjust_gradients(self, agent: ContinualSAC, network: Network) -> None:
         """Change ``network``'s gradients after backward, before the optimizer step."""
+
+    @contextmanager
+    def evaluating(self, agent: ContinualSAC, task_index: int) -> Iterator[None]:
+        """Context in which the agent acts on task ``task_index`` during evaluation (e.g.
+        PackNet applies that task's masks); must leave the agent as it found it."""
+        yield
 
     def state_dict(self) -> dict[str, Any]:
         """Per-task state to keep in checkpoints (tensors, numbers, lists, dicts)."""
