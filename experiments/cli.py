@@ -116,6 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         for name, value in vars(args).items()
         if name in _CONFIG_OPTION_NAMES and value is not None
     }
+    if "method_options" in options:
+        options["method_options"] = dict(options["method_options"])
     if args.resume:
         config = load_run_config(Path(args.resume))
         if Path(config.runs_dir) / config.name != Path(args.resume):

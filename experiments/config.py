@@ -28,10 +28,15 @@ class TrainConfig:
     """Task sequence: a registered name (CW10, CW20, MT40, DMC10, DMC6), a,b,c or a YAML file."""
     method: str = "finetune"
     """Continual-learning method (crl list methods)."""
+    method_options: dict[str, Any] = field(default_factory=dict)
+    """The method's own settings (e.g. coef for l2/ewc/mas); defaults: the paper's."""
     steps_per_task: int = 1_000_000
     """Env steps per task (a task's own budget in a YAML sequence wins)."""
     seed: int = 0
     """Seed of networks, exploration, replay sampling and training episodes."""
+    task_id_input: bool | None = None
+    """Append a one-hot task id to observations; None = exactly when multi_head (which
+    uses it only to pick heads); true with a single head feeds it to the network."""
     episode_length: int | None = None
     """Steps per episode; None = the domain's default (Meta-World 200, DMControl 1000)."""
     eval_every: int = 20_000
@@ -137,6 +142,8 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
                 if sub_name not in sac_names:
                     raise ConfigError(f"unknown SAC option '{sub_key}'")
                 sac[sub_name] = sub_value
+        elif name == "method_options":
+            train[name] = dict(value or {})
         elif name in train_names:
             train[name] = value
         elif name in sac_names:
@@ -195,7 +202,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         docs = field_docs(cls)
         defaults = cls()
         for item in fields(cls):
-            if item.name == "sac":
+            if item.name in ("sac", "method_options"):
                 continue
             hint = hints[item.name]
             default = getattr(defaults, item.name)
@@ -208,7 +215,26 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 kwargs["nargs"] = "+"
             elif hint == (int | None):
                 kwargs["type"] = _optional_int
+            elif hint == (bool | None):
+                kwargs["type"] = _parse_bool
+                kwargs["metavar"] = "BOOL"
             elif hint in (int, float):
                 kwargs["type"] = hint
             kwargs["help"] = f"{docs.get(item.name, '')} (default: {default})"
             group.add_argument(f"--{item.name.replace('_', '-')}", **kwargs)
+        if cls is TrainConfig:
+            group.add_argument(
+                "--method-option",
+                dest="method_options",
+                action="append",
+                type=_method_option,
+                metavar="KEY=VALUE",
+                help=f"{field_docs(TrainConfig)['method_options']} Repeat for several.",
+            )
+
+
+def _method_option(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)

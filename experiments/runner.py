@@ -119,7 +119,9 @@ class Runner:
         sac = config.sac
         env_config = EnvConfig(
             episode_length=config.episode_length,
-            one_hot_task_id=sac.multi_head,
+            one_hot_task_id=sac.multi_head
+            if config.task_id_input is None
+            else config.task_id_input,
             width=config.video_size,
             height=config.video_size,
         )
@@ -135,7 +137,7 @@ class Runner:
             self._train_env(0, 0),
             num_tasks=self.sequence.num_tasks,
             config=sac,
-            method=make_method(config.method),
+            method=make_method(config.method, **config.method_options),
             task_id_dims=self.sequence.num_tasks if sac.multi_head else 0,
             device="cpu",
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from agents.methods.base import ContinualMethod, FineTuning
 from envs.errors import ConfigError
 from envs.tasks import unknown_name_message
@@ -9,11 +12,24 @@ from envs.tasks import unknown_name_message
 METHODS: dict[str, type[ContinualMethod]] = {"finetune": FineTuning}
 
 
-def make_method(name: str) -> ContinualMethod:
-    """The method called ``name``; unknown names list the closest valid ones."""
+def make_method(name: str, **options: Any) -> ContinualMethod:
+    """The method called ``name`` with its ``options``; mistakes name the valid choices."""
     if name not in METHODS:
         raise ConfigError(unknown_name_message("method", name, tuple(METHODS), "crl list"))
-    return METHODS[name]()
+    cls = METHODS[name]
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        valid = ", ".join(accepted) or "none"
+        raise ConfigError(f"method {name} has no option {', '.join(unknown)} (options: {valid})")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"bad option for method {name}: {error}") from None
 
 
 __all__ = ["METHODS", "ContinualMethod", "FineTuning", "make_method"]
