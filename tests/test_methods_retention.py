@@ -125,6 +125,7 @@ def test_method_state_survives_a_checkpoint(method: str) -> None:
     agent.on_task_start(0, 400)
     agent.learn(400, reset_num_timesteps=False)
     agent.on_task_end(0)
+    batch = agent.replay_buffer.sample(16)  # task 0's data, before task 1 empties the buffer
     agent.set_env(sequence.make_env(1, seed=1))
     agent.on_task_start(1, 400)
     buffer = io.BytesIO()
@@ -134,7 +135,6 @@ def test_method_state_survives_a_checkpoint(method: str) -> None:
     clone, _ = make_agent(method, seed=1)
     clone.load_training_state(state)
     _assert_same_state(agent.method.state_dict(), clone.method.state_dict())
-    batch = agent.replay_buffer.sample(16)
     for hook in ("actor_aux_loss", "critic_aux_loss"):
         losses = []
         for subject in (agent, clone):

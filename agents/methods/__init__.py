@@ -5,11 +5,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from agents.methods.agem import AGEM
 from agents.methods.base import ContinualMethod, FineTuning
+from agents.methods.regularization import EWC, L2, MAS
+from agents.methods.replay import ClonEx, Replay
 from envs.errors import ConfigError
 from envs.tasks import unknown_name_message
 
-METHODS: dict[str, type[ContinualMethod]] = {"finetune": FineTuning}
+METHODS: dict[str, type[ContinualMethod]] = {
+    method.name: method for method in (FineTuning, L2, EWC, MAS, AGEM, Replay, ClonEx)
+}
 
 
 def make_method(name: str, **options: Any) -> ContinualMethod:
@@ -32,4 +37,15 @@ def make_method(name: str, **options: Any) -> ContinualMethod:
         raise ConfigError(f"bad option for method {name}: {error}") from None
 
 
-__all__ = ["METHODS", "ContinualMethod", "FineTuning", "make_method"]
+__all__ = [
+    "AGEM",
+    "EWC",
+    "L2",
+    "MAS",
+    "METHODS",
+    "ClonEx",
+    "ContinualMethod",
+    "FineTuning",
+    "Replay",
+    "make_method",
+]

@@ -1,0 +1,375 @@
+"""Memory-based methods: A-GEM, perfect-memory replay (reservoir), ClonEx (behaviour cloning)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch as th
+
+import envs
+from agents.methods.agem import AGEM, agem_project
+from agents.methods.base import ContinualMethod
+from agents.methods.replay import (
+    ClonEx,
+    Replay,
+    ReservoirMemory,
+    Transitions,
+    sac_actor_loss,
+    sac_critic_loss,
+    task_transitions,
+)
+from agents.sac import ContinualSAC, SACConfig
+
+SMALL = {
+    "hidden_sizes": (32, 32),
+    "buffer_size": 2_000,
+    "update_every": 1,
+    "gradient_steps": 1,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+}
+NO_UPDATES = {"random_steps": 10_000, "update_after": 10_000}  # only collect data
+
+
+def make_agent(
+    method: ContinualMethod | None = None, **overrides
+) -> tuple[ContinualSAC, envs.TaskSequence]:
+    """A tiny two-task agent on the toy tasks (the pattern of tests/test_sac.py)."""
+    config = SACConfig(**{**SMALL, **overrides})
+    sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
+    th.manual_seed(0)
+    agent = ContinualSAC(
+        sequence.make_env(0, seed=0),
+        num_tasks=2,
+        config=config,
+        method=method,
+        task_id_dims=2,
+        seed=0,
+    )
+    return agent, sequence
+
+
+def train_task(agent: ContinualSAC, sequence: envs.TaskSequence, task: int, steps: int) -> None:
+    if task > 0:
+        agent.set_env(sequence.make_env(task, seed=task))
+    agent.on_task_start(task)
+    agent.learn(steps, reset_num_timesteps=False)
+    agent.on_task_end(task)
+
+
+def after_first_task(method: ContinualMethod, task_1_steps: int = 100, **overrides):
+    """An agent that finished task 0 (300 steps) and collected ``task_1_steps`` of task 1."""
+    agent, sequence = make_agent(method=method, **{**NO_UPDATES, **overrides})
+    train_task(agent, sequence, 0, 300)
+    agent.set_env(sequence.make_env(1, seed=1))
+    agent.on_task_start(1)
+    agent.learn(task_1_steps, reset_num_timesteps=False)
+    return agent, sequence
+
+
+def task_ids(observations: th.Tensor) -> th.Tensor:
+    return observations[:, -2:].argmax(dim=1)
+
+
+def flat_grad(module: th.nn.Module) -> th.Tensor:
+    return th.cat([p.grad.reshape(-1) for p in module.parameters()])
+
+
+def set_flat_grad(module: th.nn.Module, gradient: th.Tensor) -> None:
+    chunks = gradient.split([p.numel() for p in module.parameters()])
+    for p, chunk in zip(module.parameters(), chunks, strict=True):
+        p.grad = chunk.view_as(p).clone()
+
+
+def current_actor_backward(agent: ContinualSAC) -> None:
+    batch = agent.replay_buffer.sample(64)
+    agent.actor.optimizer.zero_grad()
+    agent.critic.optimizer.zero_grad()
+    sac_actor_loss(agent, batch.observations).backward()
+
+
+def round_trip(state: dict) -> dict:
+    file = io.BytesIO()
+    th.save(state, file)
+    file.seek(0)
+    return th.load(file, weights_only=True)
+
+
+def assert_same_state(a: object, b: object) -> None:
+    if isinstance(a, th.Tensor):
+        assert isinstance(b, th.Tensor) and th.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+# --- A-GEM ------------------------------------------------------------------------------
+
+
+def test_agem_projects_a_conflicting_gradient_exactly() -> None:
+    g = th.tensor([1.0, 2.0, -1.0, 0.5], dtype=th.float64)
+    g_ref = th.tensor([-1.0, 0.0, 1.0, 2.0], dtype=th.float64)
+    dot = th.dot(g, g_ref)
+    assert dot < 0
+    projected = agem_project(g, g_ref)
+    th.testing.assert_close(projected, g - dot / th.dot(g_ref, g_ref) * g_ref)
+    assert abs(th.dot(projected, g_ref).item()) < 1e-12
+
+
+def test_agem_keeps_a_non_conflicting_gradient() -> None:
+    g = th.tensor([1.0, 2.0, -1.0])
+    for g_ref in (th.tensor([1.0, 0.0, 0.5]), th.tensor([0.0, 0.5, 1.0]), th.zeros(3)):
+        assert agem_project(g, g_ref) is g  # positive, zero dot product, empty memory
+
+
+def test_agem_memory_holds_samples_per_task_of_each_task() -> None:
+    method = AGEM(samples_per_task=50)
+    agent, _ = after_first_task(method)
+    assert method.memory.task_sizes() == {0: 50}
+    task_0 = method.memory.of_task(0)
+    assert set(task_0) == {"observations", "actions", "next_observations", "dones", "rewards"}
+    assert (task_ids(task_0["observations"]) == 0).all()
+    assert len(th.unique(task_0["actions"], dim=0)) == 50  # drawn without replacement
+    assert task_0["rewards"].shape == task_0["dones"].shape == (50, 1)
+    agent.on_task_end(1)
+    assert method.memory.task_sizes() == {0: 50, 1: 50}
+    assert (task_ids(method.memory.of_task(1)["observations"]) == 1).all()
+
+
+def test_memories_take_only_the_tasks_own_transitions() -> None:
+    method = AGEM(samples_per_task=10_000)  # more than a task has: everything is kept
+    agent, _ = after_first_task(method, reset_buffer=False)
+    agent.on_task_end(1)
+    assert method.memory.task_sizes() == {0: 300, 1: 100}
+    assert (task_ids(method.memory.of_task(1)["observations"]) == 1).all()
+    # the buffer really held both tasks: the memory picked task 1's part
+    assert agent.replay_buffer.pos == 400
+
+
+def test_agem_does_nothing_before_the_first_task_ends() -> None:
+    method = AGEM()
+    agent, _ = make_agent(method=method, **NO_UPDATES)
+    agent.on_task_start(0)
+    agent.learn(100, reset_num_timesteps=False)
+    current_actor_backward(agent)
+    before = flat_grad(agent.actor).clone()
+    method.adjust_gradients(agent, "actor")
+    assert th.equal(flat_grad(agent.actor), before)
+    assert method.adjustments == {"actor": 0, "critic": 0}
+
+
+@pytest.mark.parametrize("network", ["actor", "critic"])
+def test_agem_adjusted_gradient_never_conflicts_with_the_reference(network: str) -> None:
+    method = AGEM(samples_per_task=100, episodic_batch_size=64)
+    agent, _ = after_first_task(method)
+    module = agent.actor if network == "actor" else agent.critic
+    other = agent.critic if network == "actor" else agent.actor
+    current_actor_backward(agent)  # gives both networks gradients
+    for p in other.parameters():
+        p.grad = th.randn_like(p)
+    other_before = flat_grad(other).clone()
+
+    th.manual_seed(7)
+    reference = method.reference_gradient(agent, network)
+    # a gradient that conflicts with the memory: projected onto the reference's normal plane
+    gradient = -reference + 0.1 * th.randn_like(reference)
+    set_flat_grad(module, gradient)
+    th.manual_seed(7)  # the same memory batch and action samples as `reference`
+    method.adjust_gradients(agent, network)
+    adjusted = flat_grad(module)
+    expected = gradient - th.dot(gradient, reference) / th.dot(reference, reference) * reference
+    th.testing.assert_close(adjusted, expected)
+    assert abs(th.dot(adjusted, reference)) <= 1e-4 * adjusted.norm() * reference.norm()
+    assert method.projections[network] == 1
+    assert th.equal(flat_grad(other), other_before)  # no reference gradient left anywhere
+
+    # the agent's own gradient: after adjustment it agrees (or is orthogonal) with g_ref
+    current_actor_backward(agent)
+    if network == "critic":
+        batch = agent.replay_buffer.sample(64)
+        agent.critic.optimizer.zero_grad()
+        sac_critic_loss(agent, batch).backward()
+    th.manual_seed(8)
+    method.adjust_gradients(agent, network)
+    th.manual_seed(8)
+    reference = method.reference_gradient(agent, network)
+    adjusted = flat_grad(module)
+    assert th.dot(adjusted, reference) >= -1e-4 * adjusted.norm() * reference.norm()
+
+
+def test_agem_critic_is_left_alone_unless_regularized() -> None:
+    method = AGEM(samples_per_task=100, regularize_critic=False)
+    agent, _ = after_first_task(method)
+    current_actor_backward(agent)
+    set_flat_grad(agent.critic, th.randn_like(flat_grad(agent.critic)))
+    before = flat_grad(agent.critic).clone()
+    method.adjust_gradients(agent, "critic")
+    assert th.equal(flat_grad(agent.critic), before)
+
+
+# --- reservoir and replay ---------------------------------------------------------------
+
+
+def tagged(task: int, count: int, first: int) -> dict[str, th.Tensor]:
+    """``count`` samples of ``task``, with a unique running id."""
+    return {
+        "task": th.full((count, 1), float(task)),
+        "id": th.arange(first, first + count, dtype=th.float32)[:, None],
+    }
+
+
+def test_reservoir_keeps_capacity_and_is_uniform_over_tasks() -> None:
+    th.manual_seed(0)
+    reservoir = ReservoirMemory(capacity=3_000)
+    reservoir.add(tagged(0, 1_000, 0))
+    assert len(reservoir) == 1_000  # room left: everything kept
+    reservoir.add(tagged(0, 2_000, 1_000))
+    assert len(reservoir) == 3_000 and reservoir.seen == 3_000
+    for task in (1, 2):
+        reservoir.add(tagged(task, 3_000, 3_000 * task))
+    assert len(reservoir) == 3_000 and reservoir.seen == 9_000
+    assert len(th.unique(reservoir.data["id"])) == 3_000  # no sample is kept twice
+    shares = th.bincount(reservoir.data["task"][:, 0].long(), minlength=3) / 3_000
+    th.testing.assert_close(shares, th.full((3,), 1 / 3), atol=0.04, rtol=0)
+
+
+def test_reservoir_add_in_one_batch_is_uniform() -> None:
+    th.manual_seed(1)
+    reservoir = ReservoirMemory(capacity=2_000)
+    reservoir.add(tagged(0, 20_000, 0))
+    ids = reservoir.data["id"][:, 0]
+    assert len(th.unique(ids)) == 2_000
+    deciles = th.bincount((ids / 2_000).long(), minlength=10) / 2_000
+    th.testing.assert_close(deciles, th.full((10,), 0.1), atol=0.03, rtol=0)
+
+
+def test_replay_losses_use_old_tasks_with_their_own_ids() -> None:
+    method = Replay(batch_size=32)
+    agent, _ = make_agent(method=method, **NO_UPDATES)
+    assert method.critic_aux_loss(agent, None) is None  # the current batch is not used
+    assert method.actor_aux_loss(agent, None) is None
+    agent, _ = after_first_task(method)
+    assert len(method.memory) == 300
+    assert (task_ids(method.memory.data["observations"]) == 0).all()
+    critic_loss = method.critic_aux_loss(agent, None)
+    actor_loss = method.actor_aux_loss(agent, None)
+    for loss in (critic_loss, actor_loss):
+        assert loss is not None and loss.dim() == 0 and th.isfinite(loss) and loss.requires_grad
+    agent.on_task_end(1)
+    assert len(method.memory) == 400 and method.memory.seen == 400
+
+
+def test_sac_critic_loss_of_terminal_transitions_is_the_reward_regression() -> None:
+    agent, _ = make_agent(**NO_UPDATES)
+    observations = th.cat([th.rand(8, 2), th.eye(2)[th.zeros(8, dtype=th.long)]], dim=1)
+    actions, rewards = th.rand(8, 2) * 2 - 1, th.randn(8, 1)
+    batch = Transitions(observations, actions, observations, th.ones(8, 1), rewards)
+    q1, q2 = agent.critic(observations, actions)
+    expected = 0.5 * (((q1 - rewards) ** 2).mean() + ((q2 - rewards) ** 2).mean())
+    th.testing.assert_close(sac_critic_loss(agent, batch), expected)
+
+
+# --- ClonEx -----------------------------------------------------------------------------
+
+
+def test_clonex_kl_is_zero_for_the_unchanged_policy_and_grows_with_perturbation() -> None:
+    method = ClonEx(states_per_task=200, batch_size=64, critic_coef=1.0)
+    agent, _ = after_first_task(method)
+    assert method.memory.task_sizes() == {0: 200}
+    stored = method.memory.data
+    for name in ("mean", "log_std", "q_values"):
+        assert not stored[name].requires_grad and stored[name].grad_fn is None
+    assert stored["mean"].shape == stored["log_std"].shape == (200, 2)
+    assert stored["q_values"].shape == (200, 2)
+    assert (task_ids(stored["observations"]) == 0).all()
+
+    assert method.kl(agent, stored).item() < 1e-6
+    assert method.actor_aux_loss(agent, None).item() < 1e-6
+    assert method.critic_aux_loss(agent, None).item() < 1e-10
+    loss = method.actor_aux_loss(agent, None)
+    assert loss.requires_grad
+
+    original = [p.detach().clone() for p in agent.actor.parameters()]
+    kls = []
+    for scale in (0.01, 0.1):
+        with th.no_grad():
+            for p, p0 in zip(agent.actor.parameters(), original, strict=True):
+                p.copy_(p0 + scale * th.randn_like(p0))
+        kls.append(method.kl(agent, stored).item())
+    assert 0 < kls[0] < kls[1]
+
+
+def test_clonex_critic_regularizer_is_off_by_default() -> None:
+    method = ClonEx(states_per_task=50)
+    agent, _ = after_first_task(method)
+    assert method.critic_aux_loss(agent, None) is None
+    assert method.actor_aux_loss(agent, None) is not None
+
+
+# --- through the agent and checkpoints --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        AGEM(samples_per_task=100, episodic_batch_size=32),
+        Replay(capacity=500, batch_size=32),
+        ClonEx(states_per_task=100, batch_size=32, critic_coef=1.0),
+    ],
+    ids=["agem", "replay", "clonex"],
+)
+def test_methods_train_with_the_agent(method: ContinualMethod) -> None:
+    agent, sequence = make_agent(method=method, random_steps=50, update_after=50)
+    train_task(agent, sequence, 0, 100)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    train_task(agent, sequence, 1, 100)
+    assert all(np.isfinite(p.detach().numpy()).all() for p in agent.actor.parameters())
+    assert any(not th.equal(b, p) for b, p in zip(before, agent.actor.parameters(), strict=True))
+    if isinstance(method, AGEM):
+        assert method.adjustments == {"actor": 50, "critic": 50}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: AGEM(samples_per_task=60),
+        lambda: Replay(capacity=250),
+        lambda: ClonEx(states_per_task=60),
+    ],
+    ids=["agem", "replay", "clonex"],
+)
+def test_memories_survive_a_weights_only_checkpoint(make) -> None:
+    method = make()
+    agent, _ = after_first_task(method)
+    agent.on_task_end(1)
+    state = method.state_dict()
+    clone = make()
+    clone.load_state_dict(round_trip(state))
+    assert_same_state(clone.state_dict(), state)
+    assert len(clone.memory) == len(method.memory) > 0
+    # the storage RNG is restored too: the same next decisions
+    agent.on_task_end(1)
+    clone.on_task_end(agent, 1)
+    assert_same_state(clone.state_dict(), method.state_dict())
+
+
+def test_task_transitions_match_the_buffer() -> None:
+    agent, _ = after_first_task(ContinualMethod(), task_1_steps=40)
+    data = task_transitions(agent)
+    buffer = agent.replay_buffer
+    assert len(data["observations"]) == 40
+    np.testing.assert_array_equal(data["observations"].numpy(), buffer.observations[:40, 0])
+    np.testing.assert_array_equal(data["actions"].numpy(), buffer.actions[:40, 0])
+    np.testing.assert_array_equal(
+        data["next_observations"].numpy(), buffer.next_observations[:40, 0]
+    )
+    assert data["dones"].sum() == 0  # toy episodes only end by time limit: no true dones

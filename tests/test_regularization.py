@@ -1,0 +1,327 @@
+"""L2, EWC and MAS: penalties, importances against hand-computed values, checkpoints."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch as th
+from torch import nn
+
+import envs
+from agents.methods.regularization import EWC, L2, MAS, ParameterRegularizer
+from agents.sac import ContinualSAC, SACConfig, select_head, split_task_id
+
+IN_DIM, ACTION_DIM, STATES = 3, 2, 12
+
+# --- a tiny agent-like setting where every gradient is known in closed form ---------------
+
+
+class TinyActor(nn.Module):
+    """Actor-like: linear multi-head mean and log std of the raw inputs (no trunk), so
+    d mean_a / d mu.weight[a] = x and d log_std_a / d log_std.weight[a] = x."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.task_id_dims = num_heads, num_heads if num_heads > 1 else 0
+        self.mu = nn.Linear(IN_DIM, ACTION_DIM * num_heads)
+        self.log_std = nn.Linear(IN_DIM, ACTION_DIM * num_heads)
+        with th.no_grad():
+            self.log_std.weight.mul_(0.2)  # keeps log std away from the clamp
+
+    def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, dict]:
+        inputs, task = split_task_id(obs, self.task_id_dims)
+        mean = select_head(self.mu(inputs), task, self.num_heads)
+        log_std = select_head(self.log_std(inputs), task, self.num_heads)
+        return mean, log_std.clamp(-20.0, 2.0), {}
+
+
+class TinyCritic(nn.Module):
+    """Critic-like: twin linear multi-head Q of (inputs, action)."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.task_id_dims = num_heads, num_heads if num_heads > 1 else 0
+        self.q_networks = []
+        for index in range(2):
+            q_net = nn.Sequential(nn.Identity(), nn.Linear(IN_DIM + ACTION_DIM, num_heads))
+            self.add_module(f"qf{index}", q_net)
+            self.q_networks.append(q_net)
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        inputs, task = split_task_id(obs, self.task_id_dims)
+        q_input = th.cat([inputs, actions], dim=1)
+        return tuple(select_head(q(q_input), task, self.num_heads) for q in self.q_networks)
+
+
+class FixedBuffer:
+    """Replay-buffer-like: every sample is the same fixed set of transitions, so averages
+    over sampled batches are exact averages over these states."""
+
+    def __init__(self, observations: th.Tensor, actions: th.Tensor) -> None:
+        self.observations, self.actions = observations, actions
+        self.pos, self.full = observations.shape[0], False
+
+    def sample(self, batch_size: int, env: object = None) -> SimpleNamespace:
+        return SimpleNamespace(observations=self.observations, actions=self.actions)
+
+
+def tiny_agent(num_heads: int = 2, task: int = 0, inputs: th.Tensor | None = None):
+    th.manual_seed(0)
+    x = th.randn(STATES, IN_DIM) if inputs is None else inputs
+    one_hot = th.eye(num_heads)[[task] * x.shape[0]] if num_heads > 1 else x[:, :0]
+    buffer = FixedBuffer(th.cat([x, one_hot], dim=1), th.rand(x.shape[0], ACTION_DIM) * 2 - 1)
+    return SimpleNamespace(
+        actor=TinyActor(num_heads), critic=TinyCritic(num_heads), replay_buffer=buffer
+    )
+
+
+def perturb(module: nn.Module, scale: float = 0.1) -> None:
+    with th.no_grad():
+        for param in module.parameters():
+            param.add_(scale * th.randn_like(param))
+
+
+def distance(module: nn.Module, old: dict[str, th.Tensor]) -> float:
+    return sum(float((p.detach() - old[n]).square().sum()) for n, p in module.named_parameters())
+
+
+def fast(cls: type[ParameterRegularizer], **kwargs) -> ParameterRegularizer:
+    """A method with one sampled batch (FixedBuffer returns all its states anyway)."""
+    if cls is L2:
+        return cls(**kwargs)
+    return cls(num_batches=1, **kwargs)
+
+
+METHODS = [L2, EWC, MAS]
+
+
+# --- the shared base ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_nothing_before_the_first_task_ends(cls: type[ParameterRegularizer]) -> None:
+    method, agent = fast(cls, regularize_critic=True), tiny_agent()
+    assert method.actor_aux_loss(agent, None) is None
+    assert method.critic_aux_loss(agent, None) is None
+
+
+def test_l2_penalty_is_coef_times_squared_distance() -> None:
+    method, agent = L2(coef=3.0), tiny_agent(num_heads=1)
+    assert L2().coef == 1e5 and EWC().coef == 1e4 and MAS().coef == 1e4
+    old = {name: p.detach().clone() for name, p in agent.actor.named_parameters()}
+    method.on_task_end(agent, 0)
+    perturb(agent.actor)
+    penalty = method.actor_aux_loss(agent, None)
+    assert penalty is not None and penalty.item() > 0
+    th.testing.assert_close(penalty, th.tensor(3.0 * distance(agent.actor, old)))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_one_sgd_step_on_the_penalty_pulls_parameters_back(
+    cls: type[ParameterRegularizer],
+) -> None:
+    method, agent = fast(cls, coef=2.0), tiny_agent()
+    method.on_task_end(agent, 0)
+    old = method.old_params["actor"]
+    perturb(agent.actor)
+    before = distance(agent.actor, old)
+    largest = max(float(w.max()) for w in method.importance["actor"].values())
+    optimizer = th.optim.SGD(agent.actor.parameters(), lr=0.5 / (2.0 * 2.0 * largest))
+    method.actor_aux_loss(agent, None).backward()
+    optimizer.step()
+    assert distance(agent.actor, old) < before
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_a_new_tasks_head_is_free_and_the_finished_one_keeps_its_importance(
+    cls: type[ParameterRegularizer],
+) -> None:
+    method, agent = fast(cls), tiny_agent(num_heads=2, task=0)
+    method.on_task_end(agent, 0)
+    for name in ("mu.weight", "mu.bias", "log_std.weight", "log_std.bias"):
+        per_head = method.importance["actor"][name].view(2, ACTION_DIM, -1)
+        assert (per_head[0] > 0).all() and (per_head[1] == 0).all()
+    with th.no_grad():  # training task 1 moves only its head: no penalty
+        agent.actor.mu.weight[ACTION_DIM:] += 1.0
+    assert method.actor_aux_loss(agent, None).item() == 0.0
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_importance_accumulates_over_tasks(cls: type[ParameterRegularizer]) -> None:
+    method, agent = fast(cls), tiny_agent(num_heads=1)
+    method.on_task_end(agent, 0)
+    first = {name: w.clone() for name, w in method.importance["actor"].items()}
+    method.on_task_end(agent, 0)  # the same task again: nothing changes
+    method.on_task_end(agent, 1)  # same parameters and data: twice the importance
+    for name, weight in method.importance["actor"].items():
+        th.testing.assert_close(weight, 2 * first[name])
+    assert method.finished_tasks == [0, 1]
+
+
+def test_only_the_actor_is_regularized_by_default() -> None:
+    agent = tiny_agent(num_heads=1)
+    default, with_critic = L2(coef=5.0), L2(coef=5.0, regularize_critic=True)
+    default.on_task_end(agent, 0)
+    with_critic.on_task_end(agent, 0)
+    old = {name: p.detach().clone() for name, p in agent.critic.named_parameters()}
+    perturb(agent.critic)
+    assert "critic" not in default.importance
+    assert default.critic_aux_loss(agent, None) is None
+    th.testing.assert_close(
+        with_critic.critic_aux_loss(agent, None), th.tensor(5.0 * distance(agent.critic, old))
+    )
+
+
+# --- EWC and MAS against hand-computed values ---------------------------------------------
+
+
+def linear_policy(agent: SimpleNamespace, task: int = 0):
+    """(inputs x, pre-tanh mean m, log std s) of the tiny actor on the buffer's states."""
+    x = agent.replay_buffer.observations[:, :IN_DIM]
+    rows = slice(task * ACTION_DIM, (task + 1) * ACTION_DIM)
+    actor = agent.actor
+    with th.no_grad():
+        m = x @ actor.mu.weight[rows].T + actor.mu.bias[rows]
+        s = x @ actor.log_std.weight[rows].T + actor.log_std.bias[rows]
+    assert s.abs().max() < 2.0  # the clamp is inactive
+    return x, m, s
+
+
+@pytest.mark.parametrize("squash_mean", [True, False])
+def test_ewc_fisher_is_the_closed_form_gaussian_fisher(squash_mean: bool) -> None:
+    method = EWC(num_batches=2, squash_mean=squash_mean, regularize_critic=True)
+    th.manual_seed(0)
+    inputs = th.randn(STATES, IN_DIM) * th.tensor([0.0, 1.0, 1.0])  # input 0: always 0
+    agent = tiny_agent(num_heads=2, inputs=inputs)
+    method.on_task_end(agent, 0)
+    x, m, s = linear_policy(agent)
+    # d mu/d theta: x for the weights, 1 for the bias (times 1 - tanh^2 after tanh).
+    dmu = 1 - th.tanh(m) ** 2 if squash_mean else th.ones_like(m)
+    variance = th.exp(2 * s) + 1e-6
+    mu_term = dmu**2 / variance  # (state, action)
+    std_term = 2 * th.exp(2 * s) / variance  # (d sigma/d theta)^2 = sigma^2 (d log sigma)^2
+    expected = {
+        "mu.weight": (mu_term[:, :, None] * x[:, None, :] ** 2).clamp_min(1e-5).mean(0),
+        "mu.bias": mu_term.clamp_min(1e-5).mean(0),
+        "log_std.weight": (std_term[:, :, None] * x[:, None, :] ** 2).clamp_min(1e-5).mean(0),
+        "log_std.bias": std_term.clamp_min(1e-5).mean(0),
+    }
+    importance = method.importance["actor"]
+    for name, value in expected.items():
+        th.testing.assert_close(importance[name][:ACTION_DIM], value, rtol=1e-5, atol=1e-10)
+        assert (importance[name][ACTION_DIM:] == 0).all()  # task 1's head
+    # Weights reading the always-0 input have no Fisher: clipped from below, as in CW.
+    th.testing.assert_close(importance["mu.weight"][:ACTION_DIM, 0], th.full((2,), 1e-5))
+    # The critic's: E[(dQ/d theta)^2] with dQ/dW = (x, action), dQ/db = 1, on task 0's row.
+    z = th.cat([x, agent.replay_buffer.actions], dim=1)
+    critic = method.importance["critic"]
+    for index in range(2):
+        th.testing.assert_close(critic[f"qf{index}.1.weight"][0], (z**2).mean(0))
+        th.testing.assert_close(critic[f"qf{index}.1.bias"][0], th.tensor(1.0))
+        assert (critic[f"qf{index}.1.weight"][1] == 0).all()
+
+
+@pytest.mark.parametrize("squash_mean", [True, False])
+def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_norm(
+    squash_mean: bool,
+) -> None:
+    method, agent = MAS(num_batches=1, squash_mean=squash_mean), tiny_agent(num_heads=2)
+    method.on_task_end(agent, 0)
+    x, m, s = linear_policy(agent)
+    # ||(mu, s)||^2 with mu = tanh(m) or m: d/dm = 2 mu mu', d/ds = 2 s.
+    mu_grad = 2 * th.tanh(m) * (1 - th.tanh(m) ** 2) if squash_mean else 2 * m
+    expected = {
+        "mu.weight": (mu_grad[:, :, None] * x[:, None, :]).abs().mean(0),
+        "mu.bias": mu_grad.abs().mean(0),
+        "log_std.weight": (2 * s[:, :, None] * x[:, None, :]).abs().mean(0),
+        "log_std.bias": (2 * s).abs().mean(0),
+    }
+    for name, value in expected.items():
+        th.testing.assert_close(method.importance["actor"][name][:ACTION_DIM], value)
+        assert (method.importance["actor"][name][ACTION_DIM:] == 0).all()
+
+
+@pytest.mark.parametrize("cls", [EWC, MAS])
+def test_unimportant_parameters_are_not_pulled_and_important_ones_harder(
+    cls: type[ParameterRegularizer],
+) -> None:
+    th.manual_seed(1)
+    # Input 0 is always 0, input 1 small, input 2 large: the weights reading them matter
+    # not at all, a little, a lot.
+    inputs = th.randn(STATES, IN_DIM) * th.tensor([0.0, 0.1, 3.0])
+    method = cls(num_batches=1, **({"fisher_clip": 0.0} if cls is EWC else {}))
+    agent = tiny_agent(num_heads=1, inputs=inputs)
+    method.on_task_end(agent, 0)
+    with th.no_grad():
+        agent.actor.mu.weight.add_(0.1)  # the same displacement everywhere
+    method.actor_aux_loss(agent, None).backward()
+    pull = agent.actor.mu.weight.grad.abs()
+    assert (pull[:, 0] == 0).all()
+    assert (pull[:, 1] > 0).all() and (pull[:, 2] > 10 * pull[:, 1]).all()
+
+
+def test_ewc_needs_the_tasks_data() -> None:
+    agent = tiny_agent()
+    agent.replay_buffer.pos = 0
+    with pytest.raises(RuntimeError, match="replay buffer is empty"):
+        EWC().on_task_end(agent, 0)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_state_dict_round_trips_through_a_weights_only_checkpoint(
+    cls: type[ParameterRegularizer],
+) -> None:
+    method, agent = fast(cls, regularize_critic=True), tiny_agent()
+    method.on_task_end(agent, 0)
+    perturb(agent.actor)
+    perturb(agent.critic)
+    file = io.BytesIO()
+    th.save(method.state_dict(), file)
+    file.seek(0)
+    restored = fast(cls, regularize_critic=True)
+    restored.load_state_dict(th.load(file, weights_only=True))
+    assert restored.finished_tasks == [0]
+    for network in ("actor", "critic"):
+        expected, actual = method.penalty(agent, network), restored.penalty(agent, network)
+        assert expected is not None and expected.item() > 0
+        assert th.equal(expected, actual)
+
+
+# --- on the real agent ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
+    config = SACConfig(
+        hidden_sizes=(16, 16),
+        random_steps=100,
+        update_after=100,
+        update_every=1,
+        gradient_steps=1,
+        batch_size=32,
+        buffer_size=1_000,
+    )
+    sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
+    method = cls(coef=1.0) if cls is L2 else cls(coef=1.0, num_batches=2, batch_size=32)
+    th.manual_seed(0)
+    agent = ContinualSAC(
+        sequence.make_env(0, seed=0), num_tasks=2, config=config, method=method, task_id_dims=2
+    )
+    agent.on_task_start(0)
+    agent.learn(120, reset_num_timesteps=False)
+    agent.on_task_end(0)
+    importance = method.importance["actor"]
+    assert set(importance) == {name for name, _ in agent.actor.named_parameters()}
+    assert all(th.isfinite(w).all() for w in importance.values())
+    assert importance["latent_pi.0.weight"].sum() > 0
+    assert (importance["mu.weight"].view(2, -1)[1] == 0).all()  # task 1's head is free
+    agent.set_env(sequence.make_env(1, seed=1))
+    agent.on_task_start(1)
+    agent.learn(120, reset_num_timesteps=False)
+    penalty = method.actor_aux_loss(agent, None)
+    assert penalty is not None and th.isfinite(penalty) and penalty.item() > 0
