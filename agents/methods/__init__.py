@@ -7,13 +7,14 @@ from typing import Any
 
 from agents.methods.agem import AGEM
 from agents.methods.base import ContinualMethod, FineTuning
+from agents.methods.packnet import PackNet
 from agents.methods.regularization import EWC, L2, MAS
 from agents.methods.replay import ClonEx, Replay
 from envs.errors import ConfigError
 from envs.tasks import unknown_name_message
 
 METHODS: dict[str, type[ContinualMethod]] = {
-    method.name: method for method in (FineTuning, L2, EWC, MAS, AGEM, Replay, ClonEx)
+    method.name: method for method in (FineTuning, L2, EWC, MAS, PackNet, AGEM, Replay, ClonEx)
 }
 
 
@@ -46,6 +47,7 @@ __all__ = [
     "ClonEx",
     "ContinualMethod",
     "FineTuning",
+    "PackNet",
     "Replay",
     "make_method",
 ]
