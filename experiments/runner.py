@@ -405,6 +405,9 @@ def run_training(
     config: TrainConfig, *, resume: bool = False, overwrite: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """Train (or resume) a run; returns its directory and final results."""
+    # Refuse bad names and options before anything is written to disk.
+    make_method(config.method, **config.method_options)
+    load_sequence(config.sequence, steps_per_task=config.steps_per_task)
     run_dir = prepare_run_dir(config, resume=resume, overwrite=overwrite)
     if not resume:
         config.save_yaml(run_dir / "config.yaml")

@@ -196,6 +196,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
         (["--steps-per-task", "0"], "steps_per_task must be positive"),
         (["--steps-per-task", "120"], "multiple of update_every"),
         (["--sequence", "toy-reach-9"], "unknown sequence or task"),
+        (["--method-option", "coef=3"], "method finetune has no option coef"),
     ],
 )
 def test_bad_options_give_one_message(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -204,6 +205,7 @@ def test_bad_options_give_one_message(tmp_path: Path, extra: list[str], message:
     )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing written for a mistake
 
 
 def test_existing_run_is_never_overwritten_without_asking(tmp_path: Path) -> None:
