@@ -129,6 +129,7 @@ class Runner:
             config.sequence, env_config, steps_per_task=config.steps_per_task
         )
         self.state = RunState()
+        self._reference_auc: list[float | None] | None = None
         self.evaluator = Evaluator(
             self.sequence, config.eval_episodes, config.eval_deterministic_episodes, config.seed
         )
@@ -275,14 +276,23 @@ class Runner:
         """Metrics of the finished tasks (forward transfer against reference runs)."""
         return metrics.summarize(matrix, self.reference_auc()[: matrix.n_tasks])
 
-    def reference_auc(self) -> list[float | None]:
-        return find_reference_aucs(
-            Path(self.config.runs_dir), self.sequence.task_names, self.config, exclude=self.run_dir
-        )
+    def reference_auc(self, refresh: bool = False) -> list[float | None]:
+        """Forward-transfer references, found once per run (a scan reads every run's
+        results.json) and refreshed for the final results."""
+        if refresh or self._reference_auc is None:
+            self._reference_auc = find_reference_aucs(
+                Path(self.config.runs_dir),
+                self.sequence.task_names,
+                self.config,
+                exclude=self.run_dir,
+            )
+        return self._reference_auc
 
     def write_results(self, final: bool = False) -> dict[str, Any]:
         history = self.state.history
         matrix = self.matrix()
+        if final:
+            self.reference_auc(refresh=True)
         summary = self.summary(matrix) if matrix is not None else {}
         own_auc = (
             metrics.auc_in_own_window(matrix, 0)

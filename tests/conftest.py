@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,3 +62,27 @@ def rollout(env: gym.Env, actions: np.ndarray, seed: int | None) -> np.ndarray:
         observation, *_ = env.step(action)
         observations.append(observation)
     return np.stack(observations)
+
+
+def checkpoint_round_trip(state: dict) -> dict:
+    """``state`` saved and loaded back the way crlgym checkpoints are (weights_only)."""
+    file = io.BytesIO()
+    torch.save(state, file)
+    file.seek(0)
+    return torch.load(file, weights_only=True)
+
+
+def assert_same_state(before: object, after: object) -> None:
+    """Nested dicts/lists of tensors and plain values are equal, tensors bit for bit."""
+    if isinstance(before, torch.Tensor):
+        assert isinstance(after, torch.Tensor) and torch.equal(before, after)
+    elif isinstance(before, dict):
+        assert isinstance(after, dict) and before.keys() == after.keys()
+        for key in before:
+            assert_same_state(before[key], after[key])
+    elif isinstance(before, list | tuple):
+        assert len(before) == len(after)
+        for mine, theirs in zip(before, after, strict=True):
+            assert_same_state(mine, theirs)
+    else:
+        assert before == after

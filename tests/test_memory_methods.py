@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch as th
+from conftest import assert_same_state, checkpoint_round_trip
 
 import envs
 from agents.methods.agem import AGEM, agem_project
@@ -88,28 +87,6 @@ def current_actor_backward(agent: ContinualSAC) -> None:
     agent.actor.optimizer.zero_grad()
     agent.critic.optimizer.zero_grad()
     sac_actor_loss(agent, batch.observations).backward()
-
-
-def round_trip(state: dict) -> dict:
-    file = io.BytesIO()
-    th.save(state, file)
-    file.seek(0)
-    return th.load(file, weights_only=True)
-
-
-def assert_same_state(a: object, b: object) -> None:
-    if isinstance(a, th.Tensor):
-        assert isinstance(b, th.Tensor) and th.equal(a, b)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys()
-        for key in a:
-            assert_same_state(a[key], b[key])
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            assert_same_state(x, y)
-    else:
-        assert a == b
 
 
 # --- A-GEM ------------------------------------------------------------------------------
@@ -353,7 +330,7 @@ def test_memories_survive_a_weights_only_checkpoint(make) -> None:
     agent.on_task_end(1)
     state = method.state_dict()
     clone = make()
-    clone.load_state_dict(round_trip(state))
+    clone.load_state_dict(checkpoint_round_trip(state))
     assert_same_state(clone.state_dict(), state)
     assert len(clone.memory) == len(method.memory) > 0
     # the storage RNG is restored too: the same next decisions

@@ -4,12 +4,12 @@ every method's per-task state survives a checkpoint round trip."""
 
 from __future__ import annotations
 
-import io
 from functools import cache
 
 import numpy as np
 import pytest
 import torch as th
+from conftest import assert_same_state, checkpoint_round_trip
 
 import envs
 from agents.methods import METHODS, make_method
@@ -104,21 +104,6 @@ def test_packnet_forgets_at_most_005() -> None:
     assert learned - final <= 0.05
 
 
-def _assert_same_state(before: object, after: object) -> None:
-    if isinstance(before, th.Tensor):
-        assert isinstance(after, th.Tensor) and th.equal(before, after)
-    elif isinstance(before, dict):
-        assert isinstance(after, dict) and before.keys() == after.keys()
-        for key in before:
-            _assert_same_state(before[key], after[key])
-    elif isinstance(before, list | tuple):
-        assert len(before) == len(after)
-        for mine, theirs in zip(before, after, strict=True):
-            _assert_same_state(mine, theirs)
-    else:
-        assert before == after
-
-
 @pytest.mark.parametrize("method", list(METHODS))
 def test_method_state_survives_a_checkpoint(method: str) -> None:
     agent, sequence = make_agent(method)
@@ -128,13 +113,10 @@ def test_method_state_survives_a_checkpoint(method: str) -> None:
     batch = agent.replay_buffer.sample(16)  # task 0's data, before task 1 empties the buffer
     agent.set_env(sequence.make_env(1, seed=1))
     agent.on_task_start(1, 400)
-    buffer = io.BytesIO()
-    th.save(agent.training_state(), buffer)
-    buffer.seek(0)
-    state = th.load(buffer, weights_only=True)
+    state = checkpoint_round_trip(agent.training_state())
     clone, _ = make_agent(method, seed=1)
     clone.load_training_state(state)
-    _assert_same_state(agent.method.state_dict(), clone.method.state_dict())
+    assert_same_state(agent.method.state_dict(), clone.method.state_dict())
     for hook in ("actor_aux_loss", "critic_aux_loss"):
         losses = []
         for subject in (agent, clone):

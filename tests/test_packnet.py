@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import io
 from typing import Any
 
 import pytest
 import torch as th
+from conftest import checkpoint_round_trip
 from stable_baselines3.common.logger import Logger
 
 import envs
@@ -248,10 +248,7 @@ def test_evaluating_during_a_task_counts_free_weights_as_the_current_tasks() -> 
 
 def test_state_round_trip_through_a_weights_only_checkpoint(trained) -> None:
     agent, method, sequence = trained["agent"], trained["method"], trained["sequence"]
-    buffer = io.BytesIO()
-    th.save(agent.training_state(), buffer)
-    buffer.seek(0)
-    state = th.load(buffer, weights_only=True)
+    state = checkpoint_round_trip(agent.training_state())
     clone, _ = make_agent(method=PackNet(retrain_steps=RETRAIN))
     clone.load_training_state(state)
     assert clone.method.packed_task == method.packed_task == 1

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from types import SimpleNamespace
 
 import pytest
 import torch as th
+from conftest import checkpoint_round_trip
 from torch import nn
 
 import envs
@@ -280,11 +280,8 @@ def test_state_dict_round_trips_through_a_weights_only_checkpoint(
     method.on_task_end(agent, 0)
     perturb(agent.actor)
     perturb(agent.critic)
-    file = io.BytesIO()
-    th.save(method.state_dict(), file)
-    file.seek(0)
     restored = fast(cls, regularize_critic=True)
-    restored.load_state_dict(th.load(file, weights_only=True))
+    restored.load_state_dict(checkpoint_round_trip(method.state_dict()))
     assert restored.finished_tasks == [0]
     for network in ("actor", "critic"):
         expected, actual = method.penalty(agent, network), restored.penalty(agent, network)
