@@ -4,6 +4,7 @@
 >>> env = envs.make_env("hammer", seed=0)                  # one Meta-World v3 task
 >>> seq = envs.load_sequence("CW10")                       # a registered sequence
 >>> train_env = seq.make_env(seq.current_task_index, seed=0)
+>>> memory = envs.load_sequence("recall-d50,recall-d200")   # memory tasks (envs/recall.py)
 
 Importing this package sets ``MUJOCO_GL`` for headless rendering (unless already set) and
 registers ``crlgym/<task>`` ids with gymnasium.
@@ -21,7 +22,7 @@ from envs.errors import (  # noqa: E402
     UnknownSequenceError,
     UnknownTaskError,
 )
-from envs.make import EnvConfig, expert_policy, make_env  # noqa: E402
+from envs.make import EnvConfig, default_episode_length, expert_policy, make_env  # noqa: E402
 from envs.registration import register_envs  # noqa: E402
 from envs.sequences import (  # noqa: E402
     SEQUENCE_DESCRIPTIONS,
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownTaskError",
     "all_tasks",
     "canonical_task_name",
+    "default_episode_length",
     "dmc_tasks",
     "expert_policy",
     "load_sequence",

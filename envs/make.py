@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
+import numpy as np
 
 from envs.errors import ConfigError
-from envs.tasks import canonical_task_name, task_domain
+from envs.tasks import canonical_task_name, split_masked_task, task_domain
 
-#: Default episode length per domain (Continual World, DMControl, toy tasks).
+#: Default episode length per domain (Continual World, DMControl, toy tasks).  Recall tasks
+#: have no domain default: each task's length is its own (`default_episode_length`).
 DEFAULT_EPISODE_LENGTH = {"metaworld": 200, "dmc": 1000, "toy": 50}
 
 
@@ -18,7 +21,9 @@ class EnvConfig:
     """How every task environment of a run is built."""
 
     episode_length: int | None = None
-    """Steps per episode; None = the domain's default (Meta-World 200, DMControl 1000, toy 50)."""
+    """Steps per episode; None = the domain's default (Meta-World 200, DMControl 1000, toy 50;
+    a recall task's own cue + delay + choice length). A recall task ends at its choice step
+    whatever this is, and refuses a value shorter than that length."""
     render_mode: str | None = None
     """None, or "rgb_array" for frames from `env.render()` (videos)."""
     camera: str | None = None
@@ -47,23 +52,41 @@ class EnvConfig:
             raise ConfigError(f"padding must be auto, always or never, got '{self.padding}'")
 
 
+def default_episode_length(task: str) -> int:
+    """Steps per episode of ``task`` when `EnvConfig.episode_length` is None."""
+    name = canonical_task_name(task)
+    domain = task_domain(name)
+    if domain == "recall":
+        from envs.recall import parse_recall_name
+
+        return parse_recall_name(name).episode_length
+    return DEFAULT_EPISODE_LENGTH[domain]
+
+
 def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = None) -> gym.Env:
     """Build the environment of one task (native spaces, no padding or task id).
 
     Args:
-        task: any task name (``hammer``, ``hammer-v3``, ``cheetah-run``, ``toy-reach-0``).
+        task: any task name (``hammer``, ``hammer-v3``, ``cheetah-run``, ``toy-reach-0``,
+            ``recall-d200``, ``masked10-reach``).
         config: how to build it; defaults to `EnvConfig()`.
         seed: seeds the first reset; ``reset(seed=...)`` works too.
+
+    Raises:
+        ConfigError: ``config.episode_length`` is shorter than a recall task's episode.
     """
     config = config or EnvConfig()
     name = canonical_task_name(task)
     domain = task_domain(name)
+    if domain == "recall":
+        return _make_recall_env(name, config, seed)
     length = config.episode_length or DEFAULT_EPISODE_LENGTH[domain]
     if domain == "metaworld":
         from envs.metaworld_env import DEFAULT_CAMERA, MetaWorldEnv
 
-        return MetaWorldEnv(
-            name,
+        masked = split_masked_task(name)
+        env = MetaWorldEnv(
+            masked[1] if masked else name,
             episode_length=length,
             seed=seed,
             render_mode=config.render_mode,
@@ -72,6 +95,11 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
             height=config.height,
             fast_render=config.fast_render,
         )
+        if masked is None:
+            return env
+        from envs.goal_mask import GoalMaskedEnv
+
+        return GoalMaskedEnv(env, masked[0], name)
     if domain == "dmc":
         from envs.dmc_env import DMControlEnv
 
@@ -90,10 +118,35 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
     return make_toy_env(name, max_episode_steps=length, render_mode=config.render_mode, seed=seed)
 
 
-def expert_policy(task: str):
+def _make_recall_env(name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+    from envs.recall import make_recall_env, parse_recall_name
+
+    spec = parse_recall_name(name)
+    if config.episode_length is not None and config.episode_length < spec.episode_length:
+        # Truncating before the choice step would make every episode unrewardable.
+        raise ConfigError(
+            f"{name} lasts {spec.episode_length} steps (cue {spec.cue_steps} + delay "
+            f"{spec.delay} + choice 1) but episode_length is {config.episode_length}; leave "
+            f"episode_length unset (the task sets it) or make it at least {spec.episode_length}"
+        )
+    return make_recall_env(
+        name,
+        render_mode=config.render_mode,
+        seed=seed,
+        width=config.width,
+        height=config.height,
+    )
+
+
+def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
     """Scripted expert for a task: Meta-World's ``metaworld.policies`` or the toy expert.
 
-    Returns a function from the task's native observation to an action in [-1, 1].
+    Returns a function from the task's native observation to an action in [-1, 1].  For the
+    memory tasks (recall, goal-masked Meta-World) it is a stateful callable
+    (`envs.recall.RecallExpert`, `envs.goal_mask.MaskedGoalExpert`): feed it every
+    observation of an episode in order, from the reset observation on; it remembers the
+    cue / goal it saw and forgets it by itself when the next episode shows a new one.  Use
+    one expert per env when several envs run side by side.
     DMControl has no scripted experts (L2M's datasets train SAC experts instead).
     """
     name = canonical_task_name(task)
@@ -101,9 +154,20 @@ def expert_policy(task: str):
     if domain == "metaworld":
         from envs.metaworld_env import metaworld_expert
 
-        return metaworld_expert(name)
+        masked = split_masked_task(name)
+        if masked is None:
+            return metaworld_expert(name)
+        if masked[0] == 0:
+            raise ConfigError(f"{name} never shows its goal, so no scripted expert can act on it.")
+        from envs.goal_mask import MaskedGoalExpert
+
+        return MaskedGoalExpert(masked[1])
+    if domain == "recall":
+        from envs.recall import RecallExpert, parse_recall_name
+
+        return RecallExpert(parse_recall_name(name).num_cues)
     if domain == "toy":
         from envs.toy import make_toy_env
 
         return make_toy_env(name).expert_action
-    raise ConfigError(f"{name} has no scripted expert; only Meta-World and toy tasks do.")
+    raise ConfigError(f"{name} has no scripted expert; only Meta-World, toy and recall tasks do.")

@@ -7,7 +7,13 @@ Layout of the padded observation vector (documented in docs/spaces.md):
   ...), in alphabetical order, each as wide as the widest value of that key over the
   layout's domains; a task writes each of its keys at the start of the key's slot;
 * slot ``toy``: the pure-numpy test tasks' observation (when the layout has toy tasks);
+* slot ``recall``: recall tasks' cue, distractor and phase blocks (when the layout has
+  recall tasks), each block as wide as the most cues of the layout's recall tasks, so a
+  task with fewer cues leaves the tail of its cue and distractor blocks at 0;
 * zeros everywhere a task has nothing.
+
+Goal-masked Meta-World tasks use the Meta-World slot (their masked goal is 0, which the
+slot's bounds include).
 
 The layout's DMControl domains are always L2M's ten (DMC10 + DMC6: ball_in_cup, cartpole,
 cheetah, finger, fish, hopper, pendulum, point_mass, reacher, walker) plus the domains of
@@ -34,6 +40,7 @@ L2M_DMC_DOMAINS = (
 )  # fmt: skip
 METAWORLD_SLOT = "metaworld"
 TOY_SLOT = "toy"
+RECALL_SLOT = "recall"
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,19 @@ class PaddedLayout:
                 start, _ = self.slot(key)
                 pieces.append(np.arange(start, start + size))
             return np.concatenate(pieces)
+        if domain == "recall":
+            from envs.recall import parse_recall_name
+
+            cues = parse_recall_name(name).num_cues
+            start, width = self.slot(RECALL_SLOT)
+            widest = (width - 3) // 2
+            return np.concatenate(
+                [
+                    start + np.arange(cues),
+                    start + widest + np.arange(cues),
+                    start + 2 * widest + np.arange(3),
+                ]
+            )
         start, width = self.slot(METAWORLD_SLOT if domain == "metaworld" else TOY_SLOT)
         return np.arange(start, start + width)
 
@@ -119,6 +139,13 @@ def build_layout(tasks: list[str]) -> PaddedLayout:
         toy_space = make_toy_env(toy_tasks[0]).observation_space
         add(TOY_SLOT, toy_space.low.astype(np.float64), toy_space.high.astype(np.float64))
         action_dim = max(action_dim, 2)
+    recall_tasks = [t for t in tasks if task_domain(t) == "recall"]
+    if recall_tasks:
+        from envs.recall import parse_recall_name
+
+        widest = max(parse_recall_name(t).num_cues for t in recall_tasks)
+        add(RECALL_SLOT, np.zeros(2 * widest + 3), np.ones(2 * widest + 3))
+        action_dim = max(action_dim, widest)
     return PaddedLayout(tuple(slots), action_dim, tuple(low), tuple(high))
 
 

@@ -33,22 +33,21 @@ from envs.errors import (
     UnknownSequenceError,
     UnknownTaskError,
 )
+from envs.goal_mask import split_masked_name
 from envs.make import EnvConfig, make_env
 from envs.padding import PaddedEnv, PaddedLayout, TaskIdEnv, build_layout
 from envs.tasks import (
+    CW10,
     METAWORLD_TASKS,
     all_tasks,
     canonical_task_name,
+    split_masked_task,
     task_domain,
     unknown_name_message,
 )
 
-#: Continual World's CW10, in the paper's order.
-CW10: tuple[str, ...] = (
-    "hammer-v3", "push-wall-v3", "faucet-close-v3", "push-back-v3", "stick-pull-v3",
-    "handle-press-side-v3", "push-v3", "shelf-place-v3", "window-close-v3",
-    "peg-unplug-side-v3",
-)  # fmt: skip
+# CW10 lives in envs.tasks (which names its goal-masked versions) and is re-exported here.
+
 #: L2M's DMControl pretraining tasks.
 DMC10: tuple[str, ...] = (
     "cartpole-balance", "finger-turn_easy", "finger-turn_hard", "fish-upright",
@@ -201,13 +200,24 @@ class TaskSequence:
         padding = self.config.padding
         if padding == "always":
             return build_layout(list(self.task_names))
-        groups: dict[str, list[str]] = {}
+        # Grouped by exact spaces: tasks that differ only in bounds (a goal-masked Meta-World
+        # task next to a plain one) cannot share one space either.
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        descriptions: dict[tuple[Any, ...], str] = {}
         for task in dict.fromkeys(self.task_names):
-            groups.setdefault(describe_spaces(*native_spaces(task)), []).append(task)
+            observation, action = native_spaces(task)
+            key = _space_key(observation, action)
+            groups.setdefault(key, []).append(task)
+            descriptions[key] = describe_spaces(observation, action)
         if len(groups) == 1:
             return None
         if padding == "never":
-            lines = "; ".join(f"{', '.join(ts)}: {desc}" for desc, ts in groups.items())
+            shared = [d for d in descriptions.values() if list(descriptions.values()).count(d) > 1]
+            lines = "; ".join(
+                f"{', '.join(ts)}: {descriptions[key]}"
+                + (" (other bounds)" if descriptions[key] in shared else "")
+                for key, ts in groups.items()
+            )
             raise SpaceMismatchError(
                 f"the tasks of sequence '{self.name}' present different spaces ({lines}). "
                 "Use padding 'auto' or 'always' (--padding auto) to share one padded space."
@@ -233,7 +243,15 @@ def native_spaces(task: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     if domain == "metaworld":
         from envs.metaworld_env import METAWORLD_ACTION_SPACE, METAWORLD_OBSERVATION_SPACE
 
+        if split_masked_task(name) is not None:
+            from envs.goal_mask import MASKED_OBSERVATION_SPACE
+
+            return MASKED_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
         return METAWORLD_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
+    if domain == "recall":
+        from envs.recall import parse_recall_name, recall_spaces
+
+        return recall_spaces(parse_recall_name(name).num_cues)
     if domain == "dmc":
         spec = load_dmc_specs()[name]
         size = sum(n for _, n in spec["observation"])
@@ -245,6 +263,14 @@ def native_spaces(task: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
 
     env = make_toy_env(name)
     return env.observation_space, env.action_space  # type: ignore[return-value]
+
+
+def _space_key(observation: gym.spaces.Box, action: gym.spaces.Box) -> tuple[Any, ...]:
+    return tuple(
+        part
+        for space in (observation, action)
+        for part in (space.shape, space.low.tobytes(), space.high.tobytes())
+    )
 
 
 def describe_spaces(observation: gym.spaces.Box, action: gym.spaces.Box) -> str:
@@ -280,7 +306,10 @@ def load_sequence(
         return TaskSequence(text, names, config, steps_per_task)
     try:
         return TaskSequence(text, [text], config, steps_per_task)
-    except UnknownTaskError:
+    except UnknownTaskError as error:
+        if text.startswith("recall") or split_masked_name(text) is not None:
+            # Clearly meant as a task of a parsed family: its own message says what is wrong.
+            raise UnknownSequenceError(str(error)) from None
         valid = tuple(SEQUENCES) + all_tasks()
         raise UnknownSequenceError(
             unknown_name_message("sequence or task", text, valid, "crl list")

@@ -1,9 +1,13 @@
 """Task names of every domain, their canonical spelling, and the errors for unknown ones.
 
 Canonical names: Meta-World ``hammer-v3`` (``hammer`` is accepted), DMControl
-``domain-task`` exactly as dm_control spells them (``point_mass-easy``), and the pure-numpy
-test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``. Name lists are static so that
-``import envs`` stays fast; tests check them against the installed libraries.
+``domain-task`` exactly as dm_control spells them (``point_mass-easy``), the pure-numpy
+test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``, and two memory families whose names are
+parsed by pattern: recall tasks ``recall-d<D>[-c<C>]...`` (envs/recall.py, domain
+``recall``) and goal-masked Meta-World ``masked<K>-<task>`` (envs/goal_mask.py, domain
+``metaworld``).  Name lists are static so that ``import envs`` stays fast; tests check them
+against the installed libraries.  `all_tasks` lists representative members of the parsed
+families; any other valid member builds with `envs.make_env` all the same.
 """
 
 from __future__ import annotations
@@ -13,9 +17,16 @@ from typing import Literal
 
 from envs.dmc_specs import load_dmc_specs
 from envs.errors import UnknownTaskError
+from envs.goal_mask import masked_name, split_masked_name
+from envs.recall import (
+    RECALL_NAME_FORMAT,
+    RECALL_TASK_NAMES,
+    RecallNameError,
+    parse_recall_name,
+)
 from envs.toy import TOY_TASK_NAMES
 
-Domain = Literal["metaworld", "dmc", "toy"]
+Domain = Literal["metaworld", "dmc", "toy", "recall"]
 
 #: Meta-World v3's MT50 tasks, in ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` order.
 METAWORLD_TASKS: tuple[str, ...] = (
@@ -36,6 +47,17 @@ METAWORLD_TASKS: tuple[str, ...] = (
 
 METAWORLD_SUFFIX = "-v3"
 
+#: Continual World's CW10, in the paper's order.
+CW10: tuple[str, ...] = (
+    "hammer-v3", "push-wall-v3", "faucet-close-v3", "push-back-v3", "stick-pull-v3",
+    "handle-press-side-v3", "push-v3", "shelf-place-v3", "window-close-v3",
+    "peg-unplug-side-v3",
+)  # fmt: skip
+
+#: Representative goal-masked tasks (registered with gymnasium): CW10 and reach, K = 10.
+MASKED_TASK_NAMES: tuple[str, ...] = tuple(masked_name(10, t) for t in (*CW10, "reach-v3"))
+MASKED_NAME_FORMAT = "masked<K>-<Meta-World task>"
+
 
 def dmc_tasks() -> tuple[str, ...]:
     """Every DMControl suite task as ``domain-task``."""
@@ -44,38 +66,87 @@ def dmc_tasks() -> tuple[str, ...]:
 
 def all_tasks() -> tuple[str, ...]:
     """Every task name crlgym can build, canonical spelling."""
-    return METAWORLD_TASKS + dmc_tasks() + TOY_TASK_NAMES
+    return METAWORLD_TASKS + dmc_tasks() + TOY_TASK_NAMES + RECALL_TASK_NAMES + MASKED_TASK_NAMES
 
 
 def canonical_task_name(name: str) -> str:
     """Return the canonical spelling of ``name`` or raise `UnknownTaskError`.
 
-    Meta-World tasks may drop the ``-v3`` suffix; whitespace around the name is ignored.
+    Meta-World tasks may drop the ``-v3`` suffix (also inside ``masked<K>-...``); recall
+    names are rewritten with their default parameters left out; whitespace around the name
+    is ignored.
     """
     cleaned = name.strip()
     if cleaned in METAWORLD_TASKS or cleaned in TOY_TASK_NAMES:
         return cleaned
     if cleaned + METAWORLD_SUFFIX in METAWORLD_TASKS:
         return cleaned + METAWORLD_SUFFIX
+    if cleaned == "recall" or cleaned.startswith("recall-"):
+        return _canonical_recall_name(name)
+    masked = split_masked_name(cleaned)
+    if masked is not None:
+        return _canonical_masked_name(name, *masked)
     if cleaned in load_dmc_specs():
         return cleaned
     raise UnknownTaskError(unknown_name_message("task", name, all_tasks(), "crl list tasks"))
 
 
+def _canonical_recall_name(name: str) -> str:
+    try:
+        return parse_recall_name(name).name
+    except RecallNameError as error:
+        detail = f"{error}; recall tasks are named {RECALL_NAME_FORMAT}"
+        raise UnknownTaskError(
+            unknown_name_message("task", name, all_tasks(), "crl list tasks", detail=detail)
+        ) from None
+
+
+def _canonical_masked_name(name: str, visible_steps: int, inner: str) -> str:
+    if inner in METAWORLD_TASKS:
+        return masked_name(visible_steps, inner)
+    if inner + METAWORLD_SUFFIX in METAWORLD_TASKS:
+        return masked_name(visible_steps, inner + METAWORLD_SUFFIX)
+    # Suggest masked names with the K the user asked for.
+    valid = tuple(masked_name(visible_steps, t) for t in METAWORLD_TASKS)
+    detail = f"goal-masked tasks are named {MASKED_NAME_FORMAT}"
+    raise UnknownTaskError(
+        unknown_name_message("task", name, valid, "crl list tasks", detail=detail)
+    )
+
+
 def task_domain(name: str) -> Domain:
-    """The domain a (canonical or short) task name belongs to."""
+    """The domain a (canonical or short) task name belongs to.
+
+    Goal-masked tasks are Meta-World tasks (same simulator, expert and episode length).
+    """
     canonical = canonical_task_name(name)
-    if canonical in METAWORLD_TASKS:
+    if canonical in METAWORLD_TASKS or canonical.startswith("masked"):
         return "metaworld"
     if canonical in TOY_TASK_NAMES:
         return "toy"
+    if canonical.startswith("recall-"):
+        return "recall"
     return "dmc"
 
 
-def unknown_name_message(kind: str, name: str, valid: tuple[str, ...], listing: str) -> str:
-    """'unknown task 'hamer'; closest: hammer-v3, ...' with the command listing all names."""
+def split_masked_task(name: str) -> tuple[int, str] | None:
+    """``(K, canonical Meta-World task)`` of a goal-masked task, None for any other task."""
+    canonical = canonical_task_name(name)
+    if canonical in METAWORLD_TASKS:
+        return None
+    return split_masked_name(canonical)
+
+
+def unknown_name_message(
+    kind: str, name: str, valid: tuple[str, ...], listing: str, *, detail: str = ""
+) -> str:
+    """'unknown task 'hamer'; closest: hammer-v3, ...' with the command listing all names.
+
+    ``detail`` (what exactly is wrong with the name) goes in parentheses after the name.
+    """
     short = {v.removesuffix(METAWORLD_SUFFIX): v for v in valid}
     close = difflib.get_close_matches(name.strip(), list(short) + list(valid), n=5, cutoff=0.5)
     suggestions = list(dict.fromkeys(short.get(c, c) for c in close))
     hint = f"; closest valid names: {', '.join(suggestions)}" if suggestions else ""
-    return f"unknown {kind} '{name}'{hint}. Run '{listing}' to see them all."
+    what = f" ({detail})" if detail else ""
+    return f"unknown {kind} '{name}'{what}{hint}. Run '{listing}' to see them all."
