@@ -188,6 +188,137 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     Console().print(f"average success {average:.2f} ({seconds:.0f} s)")
 
 
+def _cmd_collect(args: argparse.Namespace) -> None:
+    from experiments.collect import collect
+
+    collect(
+        args.tasks,
+        episodes=args.episodes,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        action_noise=args.noise,
+        noisy_share=args.noisy_share,
+        noisy_noise=args.noisy_noise,
+        dmc_expert_steps=args.dmc_expert_steps,
+        overwrite=args.overwrite,
+        kind=args.kind,
+        episode_length=args.episode_length,
+        progress=not args.no_progress,
+    )
+
+
+def _cmd_data_info(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from memory.datasets import dataset_info, load_dataset
+
+    info = dataset_info(load_dataset(args.name, args.data_dir))
+    table = Table(title=info.dataset_id, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    success = "n/a (no success signal)" if info.success_rate is None else f"{info.success_rate:.3f}"
+    rows = [
+        ("task", info.task),
+        ("kind", info.kind),
+        ("path", str(info.path)),
+        ("episodes", str(info.episodes)),
+        ("steps", str(info.steps)),
+        ("return mean", f"{info.return_mean:.3f}"),
+        ("return std", f"{info.return_std:.3f}"),
+        ("return min", f"{info.return_min:.3f}"),
+        ("return max", f"{info.return_max:.3f}"),
+        ("success rate", success),
+        ("noisy episodes", str(info.noisy_episodes)),
+        ("observation space", info.observation_space),
+        ("action space", info.action_space),
+        ("size on disk", f"{info.size_bytes / 1e6:.2f} MB"),
+    ]
+    rows += [(f"collection: {key}", str(value)) for key, value in info.collection.items()]
+    for field, value in rows:
+        table.add_row(field, escape(value))
+    Console().print(table)
+
+
+def _cmd_data_list(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from memory.datasets import dataset_info, list_datasets, load_dataset, resolve_data_dir
+
+    console = Console()
+    ids = list_datasets(args.data_dir)
+    if not ids:
+        console.print(
+            f"no datasets in {resolve_data_dir(args.data_dir)}; record some with crl collect"
+        )
+        return
+    table = Table(title=f"datasets in {resolve_data_dir(args.data_dir)}")
+    for column in ("dataset", "episodes", "steps", "return mean", "success", "size"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name in ids:
+        info = dataset_info(load_dataset(name, args.data_dir))
+        success = "-" if info.success_rate is None else f"{info.success_rate:.2f}"
+        table.add_row(
+            name,
+            str(info.episodes),
+            str(info.steps),
+            f"{info.return_mean:.1f}",
+            success,
+            f"{info.size_bytes / 1e6:.1f} MB",
+        )
+    console.print(table)
+
+
+def _add_collect_parsers(commands: argparse._SubParsersAction) -> None:
+    from memory.datasets import DEFAULT_DATA_DIR
+
+    collect = commands.add_parser(
+        "collect",
+        help="record offline datasets (Minari) of noisy expert rollouts",
+        description="Roll out each task's expert (scripted for Meta-World and toy tasks, a SAC "
+        "expert trained first for DMControl) with Gaussian action noise and store the "
+        "episodes as Minari datasets crlgym/<task>/<kind>-v0 under --data-dir.",
+    )
+    collect.add_argument(
+        "--tasks", nargs="+", required=True, help="sequence (MT40, DMC10), task list a,b, or tasks"
+    )
+    collect.add_argument("--episodes", type=int, default=100, help="episodes per task")
+    collect.add_argument("--noise", type=float, default=0.1, help="action noise std")
+    collect.add_argument(
+        "--noisy-share", type=float, default=0.2, help="share of episodes with --noisy-noise"
+    )
+    collect.add_argument(
+        "--noisy-noise", type=float, default=0.5, help="action noise std of the noisy share"
+    )
+    collect.add_argument(
+        "--dmc-expert-steps",
+        type=int,
+        default=100_000,
+        help="SAC training steps of a DMControl task's expert (reused once saved)",
+    )
+    collect.add_argument("--episode-length", type=int, help="steps per episode (domain default)")
+    collect.add_argument("--kind", default="expert", help="dataset kind in the id (expert)")
+    collect.add_argument(
+        "--data-dir", default=str(DEFAULT_DATA_DIR), help="where datasets are stored"
+    )
+    collect.add_argument("--seed", type=int, default=0, help="collection seed")
+    collect.add_argument("--overwrite", action="store_true", help="replace existing datasets")
+    collect.add_argument("--no-progress", action="store_true", help="no progress bars")
+    collect.set_defaults(run=_cmd_collect)
+
+    data = commands.add_parser("data", help="inspect offline datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    info = data_commands.add_parser("info", help="statistics and settings of one dataset")
+    info.add_argument("name", help="task name (its expert dataset) or dataset id")
+    info.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="dataset directory")
+    info.set_defaults(run=_cmd_data_info)
+    listing = data_commands.add_parser("list", help="every dataset in the data directory")
+    listing.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="dataset directory")
+    listing.set_defaults(run=_cmd_data_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crl", description="crlgym: continual reinforcement learning on task sequences."
@@ -228,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_cmd_eval)
 
     add_report_parser(commands)
+    _add_collect_parsers(commands)
     return parser
 
 
