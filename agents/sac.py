@@ -27,12 +27,16 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 from torch.nn import functional as F
 
 from agents.methods import ContinualMethod, FineTuning
+from agents.methods.replay import sac_actor_loss, sac_critic_loss
+from agents.plasticity import PlasticityConfig
+from agents.plasticity_control import PlasticityController, PlasticNetwork
 from envs.errors import ConfigError
 
 
@@ -260,6 +264,8 @@ class ContinualSAC(SAC):
         num_tasks: tasks in the sequence (heads and entropy coefficients).
         config: hyperparameters (`SACConfig`).
         method: the continual-learning method (default: fine-tuning).
+        plasticity: replay ratio, resets and plasticity metrics (default: SAC's own fixed
+            ratio, no resets, metrics every 10k steps).
         task_id_dims: one-hot task id dimensions at the end of observations (multi-head
             needs them; 0 otherwise).
         seed, device, tensorboard_log, verbose: as in SB3.
@@ -274,6 +280,7 @@ class ContinualSAC(SAC):
         num_tasks: int,
         config: SACConfig | None = None,
         method: ContinualMethod | None = None,
+        plasticity: PlasticityConfig | None = None,
         *,
         task_id_dims: int = 0,
         seed: int | None = None,
@@ -319,6 +326,7 @@ class ContinualSAC(SAC):
             seed=seed,
             device=device,
         )
+        self.plasticity = self._make_plasticity_controller(plasticity or PlasticityConfig(), seed)
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -331,6 +339,11 @@ class ContinualSAC(SAC):
     def on_task_start(self, task_index: int, budget: int | None = None) -> None:
         """Enter task ``task_index`` (``budget`` env steps, if known): named resets (not for
         the first task), then the method."""
+        # Plasticity first: a ReDo or last-layer reset at the boundary still sees the finished
+        # task's replay data, which the buffer reset below may empty.
+        self.plasticity.on_task_start(
+            task_index, self.num_timesteps, self.num_timesteps + self.config.update_after
+        )
         if task_index > 0:
             if self.config.reset_buffer:
                 self.reset_replay_buffer()
@@ -396,6 +409,20 @@ class ContinualSAC(SAC):
 
     # -- learning -------------------------------------------------------------------------
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """One update phase (every ``update_every`` env steps): ``gradient_steps`` gradient
+        steps (SB3 passes SAC's own number), or, when the replay ratio is set (a number or
+        adaptive), as many as that ratio asks; then whatever plasticity work is due."""
+        if self.plasticity.config.replay_ratio != "fixed":
+            gradient_steps = self.plasticity.gradient_steps(self.config.update_every)
+        if gradient_steps > 0:
+            self._update(gradient_steps, batch_size)
+        logged = self.plasticity.after_updates(self.num_timesteps)
+        for key, value in logged.items():
+            self.logger.record(f"plasticity/{key}", value)
+        if any("/" in key for key in logged):
+            self.logger.dump(self.num_timesteps)
+
+    def _update(self, gradient_steps: int, batch_size: int) -> None:
         """SB3's SAC update with per-task alphas and the method's loss and gradient hooks."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(
@@ -454,6 +481,74 @@ class ContinualSAC(SAC):
             self.logger.record(f"train/{key}", float(np.mean(values)))
         self.logger.record("train/active_task", self.current_task)
 
+    # -- plasticity -----------------------------------------------------------------------
+    def _make_plasticity_controller(
+        self, config: PlasticityConfig, seed: int | None
+    ) -> PlasticityController:
+        def reset_critic() -> None:
+            self.critic_target.load_state_dict(self.critic.state_dict())
+            self.critic.optimizer = self._fresh_optimizer(self.critic)
+
+        def reset_actor() -> None:
+            self.actor.optimizer = self._fresh_optimizer(self.actor)
+
+        def reset_temperature() -> None:
+            with th.no_grad():
+                self.log_ent_coef.fill_(float(np.log(self.config.initial_alpha)))
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+
+        networks = [
+            PlasticNetwork(
+                "actor",
+                self.actor,
+                forward=lambda batch: self.actor.get_action_dist_params(batch.observations),
+                loss=lambda batch: sac_actor_loss(self, batch.observations),
+                optimizers=lambda: [self.actor.optimizer],
+                after_reset=reset_actor,
+            ),
+            PlasticNetwork(
+                "critic",
+                self.critic,
+                forward=lambda batch: self.critic(batch.observations, batch.actions),
+                loss=lambda batch: sac_critic_loss(self, batch),
+                optimizers=lambda: [self.critic.optimizer],
+                after_reset=reset_critic,
+            ),
+        ]
+        return PlasticityController(
+            config,
+            networks,
+            self._sample_plasticity_batch,
+            reset_agent=reset_temperature,
+            clear_buffer=self.reset_replay_buffer,
+            base_ratio=self.config.gradient_steps / self.config.update_every,
+            seed=0 if seed is None else seed,
+            batch_to_state=lambda batch: batch._asdict(),
+            batch_from_state=lambda state: ReplayBufferSamples(**state),
+        )
+
+    def _fresh_optimizer(self, network: nn.Module) -> th.optim.Optimizer:
+        policy = self.policy
+        return policy.optimizer_class(
+            network.parameters(), lr=self.lr_schedule(1), **policy.optimizer_kwargs
+        )
+
+    def _sample_plasticity_batch(
+        self, size: int, generator: np.random.Generator
+    ) -> ReplayBufferSamples | None:
+        # Own generator: drawing probe batches must not move the training sampler's RNG.
+        buffer = self.replay_buffer
+        assert buffer is not None
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        if filled == 0:
+            return None
+        indices = generator.integers(0, filled, size=size)
+        numpy_state = np.random.get_state()  # SB3 draws env indices from NumPy's global RNG
+        try:
+            return buffer._get_samples(indices, env=self._vec_normalize_env)
+        finally:
+            np.random.set_state(numpy_state)
+
     # -- state for checkpoints ------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
         """Everything of the agent a resumed run needs (tensors and plain values)."""
@@ -464,6 +559,7 @@ class ContinualSAC(SAC):
             "log_ent_coef": self.log_ent_coef.detach().clone(),
             "ent_coef_optimizer": self.ent_coef_optimizer.state_dict(),
             "method": self.method.state_dict(),
+            "plasticity": self.plasticity.state_dict(),
             "num_timesteps": self.num_timesteps,
             "n_updates": self._n_updates,
             "episode_num": self._episode_num,
@@ -484,6 +580,7 @@ class ContinualSAC(SAC):
             self.log_ent_coef.copy_(state["log_ent_coef"])
         self.ent_coef_optimizer.load_state_dict(state["ent_coef_optimizer"])
         self.method.load_state_dict(state["method"])
+        self.plasticity.load_state_dict(state["plasticity"])
         self.num_timesteps = state["num_timesteps"]
         self._n_updates = state["n_updates"]
         self._episode_num = state["episode_num"]

@@ -16,8 +16,12 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from agents.plasticity import PlasticityConfig
 from agents.sac import SACConfig
 from envs.errors import ConfigError
+
+#: Intervals that must fall on update phases (multiples of SAC's update_every).
+PERIODIC_OPTIONS = ("steps_per_task", "eval_every", "checkpoint_every")
 
 
 @dataclass
@@ -66,10 +70,14 @@ class TrainConfig:
     """Show the progress display."""
     sac: SACConfig = field(default_factory=SACConfig)
     """SAC hyperparameters."""
+    plasticity: PlasticityConfig = field(default_factory=PlasticityConfig)
+    """Replay ratio, resets and plasticity metrics."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sac, dict):
             self.sac = SACConfig(**self.sac)
+        if isinstance(self.plasticity, dict):
+            self.plasticity = PlasticityConfig(**self.plasticity)
         for name in ("steps_per_task", "eval_every", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -78,11 +86,14 @@ class TrainConfig:
         if self.video_every is not None and self.video_every <= 0:
             raise ConfigError(f"video_every must be positive, got {self.video_every}")
         step = self.sac.update_every
-        for name in ("steps_per_task", "eval_every", "checkpoint_every"):
-            if getattr(self, name) % step:
-                raise ConfigError(
-                    f"{name} ({getattr(self, name)}) must be a multiple of update_every ({step})"
-                )
+        intervals = {name: getattr(self, name) for name in PERIODIC_OPTIONS}
+        plasticity = self.plasticity
+        for name in ("metrics_every", "reset_every", "rr_check_every"):
+            if getattr(plasticity, name):
+                intervals[name] = getattr(plasticity, name)
+        for name, value in intervals.items():
+            if value % step:
+                raise ConfigError(f"{name} ({value}) must be a multiple of update_every ({step})")
 
     @property
     def name(self) -> str:
@@ -130,32 +141,45 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(values: dict[str, Any]) -> TrainConfig:
     """TrainConfig from flat or nested values; unknown names are refused with the valid ones."""
-    train_names = {f.name for f in fields(TrainConfig)} - {"sac"}
-    sac_names = {f.name for f in fields(SACConfig)}
+    groups: dict[str, tuple[type, dict[str, Any]]] = {
+        "sac": (SACConfig, {}),
+        "plasticity": (PlasticityConfig, {}),
+    }
+    train_names = {f.name for f in fields(TrainConfig)} - set(groups)
     train: dict[str, Any] = {}
-    sac: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name == "sac" and isinstance(value, dict):
+        if name in groups and isinstance(value, dict):
+            cls, group_values = groups[name]
             for sub_key, sub_value in value.items():
                 sub_name = sub_key.replace("-", "_")
-                if sub_name not in sac_names:
-                    raise ConfigError(f"unknown SAC option '{sub_key}'")
-                sac[sub_name] = sub_value
+                if sub_name not in {f.name for f in fields(cls)}:
+                    raise ConfigError(f"unknown {name} option '{sub_key}'")
+                group_values[sub_name] = sub_value
         elif name == "method_options":
             train[name] = dict(value or {})
         elif name in train_names:
             train[name] = value
-        elif name in sac_names:
-            sac[name] = value
         else:
-            raise ConfigError(f"unknown option '{key}'; see 'crl train --help'")
+            group = next(
+                (values for cls, values in groups.values() if name in _field_names(cls)), None
+            )
+            if group is None:
+                raise ConfigError(f"unknown option '{key}'; see 'crl train --help'")
+            group[name] = value
+    sac = groups["sac"][1]
     if "hidden_sizes" in sac:
         sac["hidden_sizes"] = tuple(sac["hidden_sizes"])
     try:
-        return TrainConfig(**train, sac=SACConfig(**sac))
+        return TrainConfig(
+            **train, sac=SACConfig(**sac), plasticity=PlasticityConfig(**groups["plasticity"][1])
+        )
     except TypeError as error:
         raise ConfigError(str(error)) from None
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
 
 
 # --- command-line options from the dataclasses ----------------------------------------------
@@ -192,17 +216,22 @@ def _optional_int(text: str) -> int | None:
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--kebab-case`` option per TrainConfig and SACConfig field, help = its docstring.
+    """One ``--kebab-case`` option per TrainConfig, SACConfig and PlasticityConfig field, help =
+    its docstring.
 
     Defaults are None so that only options given on the command line override a file.
     """
-    for cls, group_name in ((TrainConfig, "run"), (SACConfig, "SAC")):
+    for cls, group_name in (
+        (TrainConfig, "run"),
+        (SACConfig, "SAC"),
+        (PlasticityConfig, "plasticity (agents/plasticity.py)"),
+    ):
         group = parser.add_argument_group(group_name)
         hints = get_type_hints(cls)
         docs = field_docs(cls)
         defaults = cls()
         for item in fields(cls):
-            if item.name in ("sac", "method_options"):
+            if item.name in ("sac", "plasticity", "method_options"):
                 continue
             hint = hints[item.name]
             default = getattr(defaults, item.name)

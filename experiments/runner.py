@@ -139,6 +139,7 @@ class Runner:
             num_tasks=self.sequence.num_tasks,
             config=sac,
             method=make_method(config.method, **config.method_options),
+            plasticity=config.plasticity,
             task_id_dims=self.sequence.num_tasks if sac.multi_head else 0,
             device="cpu",
         )
@@ -323,6 +324,7 @@ class Runner:
             "wall_time_s": self.state.train_seconds,
             "eval_time_s": history.seconds,
             "videos": self.state.videos,
+            "plasticity": self.agent.plasticity.summary(),
         }
         _write_json_atomic(self.run_dir / "results.json", results)
         _write_eval_csv(self.run_dir / "eval.csv", self.sequence.task_names, history)

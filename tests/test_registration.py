@@ -15,7 +15,7 @@ import envs
 def test_every_task_is_registered() -> None:
     registered = {env_id for env_id in gym.registry if env_id.startswith("crlgym/")}
     assert registered == {f"crlgym/{task}" for task in envs.all_tasks()}
-    assert len(registered) == 50 + 51 + 16
+    assert len(registered) == 50 + 51 + 16 + 5 + 11  # + recall-d{0,10,50,200,1000}, masked10-*
 
 
 @pytest.mark.parametrize("env_id", ["crlgym/hammer-v3", "crlgym/cheetah-run", "crlgym/toy-reach-3"])
