@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import envs
+from agents.plasticity import PlasticityConfig
 from agents.sac import SACConfig
 from envs.errors import CrlgymError
 from experiments.config import TrainConfig, add_config_options
 from experiments.report import add_report_parser
 
 _CONFIG_OPTION_NAMES = {
-    f.name for cls in (TrainConfig, SACConfig) for f in dataclasses.fields(cls)
-} - {"sac"}
+    f.name for cls in (TrainConfig, SACConfig, PlasticityConfig) for f in dataclasses.fields(cls)
+} - {"sac", "plasticity"}
 
 DEMO_TASKS = ("hammer", "push-wall", "faucet-close")
 
@@ -57,7 +58,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         table.add_column("domain")
         table.add_column("count", justify="right")
         table.add_column("names")
-        groups = {"metaworld": [], "dmc": [], "toy": []}
+        groups = {"metaworld": [], "dmc": [], "toy": [], "recall": []}
         for task in envs.all_tasks():
             groups[envs.task_domain(task)].append(task)
         for domain, names in groups.items():
