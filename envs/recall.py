@@ -400,8 +400,10 @@ class RecallExpert:
     Call it on each native observation of an episode, in order, from the reset observation
     on.  Every cue-phase observation (re)records the cue, so a new episode resets it by
     itself; `reset` forgets it explicitly.  Before any cue was seen it raises RuntimeError
-    (it would otherwise guess).  The action is +1 on the cue and -1 elsewhere on every step;
-    only the choice step's action counts.
+    (it would otherwise guess).  At the choice step the action is +1 on the cue and -1
+    elsewhere; before it, all zeros.  Pointing at the cue on every step would put the cue into
+    the recorded actions, and a sequence model could then copy its own previous action instead
+    of remembering: the data must carry the cue only in the cue-phase observations.
     """
 
     def __init__(self, num_cues: int) -> None:
@@ -427,6 +429,8 @@ class RecallExpert:
             self._cue = int(obs[: self.num_cues].argmax())
         if self._cue is None:
             raise RuntimeError("no cue seen yet: feed the expert every observation from reset")
+        if obs[2 * self.num_cues + _CHOICE] < 0.5:
+            return np.zeros(self.num_cues, dtype=np.float32)
         return _cue_action(self._cue, self.num_cues)
 
 

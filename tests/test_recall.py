@@ -163,8 +163,10 @@ def test_expert_contract_errors() -> None:
         expert(np.zeros(12, dtype=np.float32))
     cue_observation = np.zeros(11, dtype=np.float32)
     cue_observation[[1, 8]] = 1.0
-    np.testing.assert_array_equal(expert(cue_observation), [-1, 1, -1, -1])
-    assert expert(choice_observation).argmax() == 1 and expert.remembered_cue == 1
+    # Neutral before the choice, so recorded actions never carry the cue.
+    np.testing.assert_array_equal(expert(cue_observation), [0, 0, 0, 0])
+    np.testing.assert_array_equal(expert(choice_observation), [-1, 1, -1, -1])
+    assert expert.remembered_cue == 1
     expert.reset()
     assert expert.remembered_cue is None
 
