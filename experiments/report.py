@@ -684,6 +684,60 @@ def _report_markdown(runs: Sequence[RunResult], summaries: Sequence[MethodSummar
     return "\n".join(lines) + "\n"
 
 
+PLASTICITY_PANELS = (
+    ("critic", "fau", "critic FAU"),
+    ("critic", "dormant_ratio", "critic dormant ratio"),
+    ("critic", "effective_rank", "critic effective rank"),
+    ("actor", "fau", "actor FAU"),
+)
+
+
+def load_plasticity(run: RunResult) -> dict[str, Any] | None:
+    """The plasticity record of a run's results.json (None when it has no metrics)."""
+    try:
+        data = json.loads((run.run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    plasticity = data.get("plasticity")
+    if not isinstance(plasticity, dict) or not plasticity.get("metrics"):
+        return None
+    return plasticity
+
+
+def plot_plasticity(runs: Sequence[tuple[RunResult, dict[str, Any]]], path: Path) -> Path:
+    """Plasticity metrics over env steps, one line per run: critic FAU, dormant ratio and
+    effective rank, actor FAU; task boundaries dashed, replay-ratio switches marked."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(2, 2, sharex=True, figsize=(10, 6.5), layout="constrained")
+    for (net, key, title), ax in zip(PLASTICITY_PANELS, axes.flat, strict=True):
+        for index, (run, plasticity) in enumerate(runs):
+            color = f"C{index % 10}"
+            records = [r for r in plasticity["metrics"] if r.get("net") == net and key in r]
+            steps = [r["step"] for r in records]
+            values = [r[key] for r in records]
+            ax.plot(steps, values, color=color, linewidth=1.2, label=run.name)
+            for switch in plasticity.get("switch_steps", []):
+                if switch in steps:
+                    ax.plot(switch, values[steps.index(switch)], "v", color=color, markersize=7)
+        for boundary in runs[0][0].task_ends[:-1]:
+            ax.axvline(boundary, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_title(title, loc="left", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1, 0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: _format_steps(x)))
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside upper center", ncols=3, fontsize=8, frameon=False)
+    fig.supxlabel("env steps (v: adaptive replay ratio switched; dashed: task boundary)")
+    fig.suptitle("plasticity (fixed probe batch per task)")
+    return _save(fig, path)
+
+
+def _plasticity_runs(runs: Sequence[RunResult]) -> list[tuple[RunResult, dict[str, Any]]]:
+    found = [(run, load_plasticity(run)) for run in runs]
+    return [(run, data) for run, data in found if data is not None]
+
+
 def _planned_files(runs: Sequence[RunResult], out_dir: Path) -> list[Path]:
     """Every file the report writes, checking that no two runs write the same plot."""
     files = [out_dir / "report.md"]
@@ -699,6 +753,8 @@ def _planned_files(runs: Sequence[RunResult], out_dir: Path) -> list[Path]:
             )
         owners[stem] = run
         files += [out_dir / f"{stem}_heatmap.png", out_dir / f"{stem}_curves.png"]
+    if _plasticity_runs(runs):
+        files.append(out_dir / "plasticity.png")
     return files
 
 
@@ -731,6 +787,9 @@ def _write_artifacts(
         stem = _safe_name(run.name)
         written.append(plot_heatmap(run, out_dir / f"{stem}_heatmap.png"))
         written.append(plot_curves(run, out_dir / f"{stem}_curves.png"))
+    plastic = _plasticity_runs(runs)
+    if plastic:
+        written.append(plot_plasticity(plastic, out_dir / "plasticity.png"))
     return out_dir, written
 
 
