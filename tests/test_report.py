@@ -338,3 +338,19 @@ def test_unfinished_run_is_flagged_and_undefined_metrics_are_na(tmp_path: Path) 
     row = markdown_rows(summaries)["finetune *"]
     assert row[4] == "n/a"
     assert "unfinished runs: cw3-finetune-s0" in report._table_note(summaries)
+
+
+def test_plasticity_plot_appears_only_for_runs_with_plasticity_metrics(tmp_path: Path) -> None:
+    plain = write_run(tmp_path, results("finetune", 0))
+    write_report([plain], None)
+    assert not (plain / "plasticity.png").exists()
+    records = [
+        {"step": step, "task": 0, "net": net, "fau": 0.5 + step / 1e4, "dormant_ratio": 0.1,
+         "effective_rank": 12.0, "weight_norm": 3.0, "grad_norm": 0.5}
+        for step in (1000, 2000, 3000) for net in ("actor", "critic")
+    ]  # fmt: skip
+    plasticity = {"replay_ratio": "adaptive", "switch_steps": [2000], "rr_checks": [],
+                  "metrics": records, "events": []}  # fmt: skip
+    plastic = write_run(tmp_path, results("l2", 0, name="plastic", plasticity=plasticity))
+    write_report([plastic], None)
+    _check_png(plastic / "plasticity.png", (10, 6.5))
