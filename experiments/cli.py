@@ -7,22 +7,17 @@ already written is touched.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import envs
-from agents.plasticity import PlasticityConfig
-from agents.sac import SACConfig
 from envs.errors import CrlgymError
-from experiments.config import TrainConfig, add_config_options
+from experiments.config import add_config_options, config_option_names
 from experiments.report import add_report_parser
 
-_CONFIG_OPTION_NAMES = {
-    f.name for cls in (TrainConfig, SACConfig, PlasticityConfig) for f in dataclasses.fields(cls)
-} - {"sac", "plasticity"}
+_CONFIG_OPTION_NAMES = config_option_names()
 
 DEMO_TASKS = ("hammer", "push-wall", "faucet-close")
 
@@ -117,8 +112,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         for name, value in vars(args).items()
         if name in _CONFIG_OPTION_NAMES and value is not None
     }
-    if "method_options" in options:
-        options["method_options"] = dict(options["method_options"])
+    for name in ("method_options", "memory_options"):
+        if name in options:
+            options[name] = dict(options[name])
     if args.resume:
         config = load_run_config(Path(args.resume))
         if Path(config.runs_dir) / config.name != Path(args.resume):

@@ -16,9 +16,17 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from agents.dt import DTConfig
 from agents.plasticity import PlasticityConfig
 from agents.sac import SACConfig
 from envs.errors import ConfigError
+
+#: Command-line prefix of DTConfig fields whose names SAC's options already use
+#: (``--dt-learning-rate``); YAML files nest them under ``dt:`` instead.
+DT_PREFIX = "dt_"
+
+#: ``--agent`` choices (experiments/learners.py).
+AGENTS = ("sac", "dt")
 
 #: Intervals that must fall on update phases (multiples of SAC's update_every).
 PERIODIC_OPTIONS = ("steps_per_task", "eval_every", "checkpoint_every")
@@ -30,6 +38,11 @@ class TrainConfig:
 
     sequence: str = "CW10"
     """Task sequence: a registered name (CW10, CW20, MT40, DMC10, DMC6), a,b,c or a YAML file."""
+    agent: str = "sac"
+    """sac (online SAC, budgets in env steps) or dt (offline Decision Transformer with a
+    memory, trained on each task's dataset from crl collect; budgets in gradient updates)."""
+    data_dir: str = "data/datasets"
+    """Where offline datasets are (agent dt; crl collect writes them)."""
     method: str = "finetune"
     """Continual-learning method (crl list methods)."""
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -72,19 +85,31 @@ class TrainConfig:
     """SAC hyperparameters."""
     plasticity: PlasticityConfig = field(default_factory=PlasticityConfig)
     """Replay ratio, resets and plasticity metrics."""
+    dt: DTConfig = field(default_factory=DTConfig)
+    """Decision Transformer and its memory (agent dt)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sac, dict):
             self.sac = SACConfig(**self.sac)
         if isinstance(self.plasticity, dict):
             self.plasticity = PlasticityConfig(**self.plasticity)
+        if isinstance(self.dt, dict):
+            self.dt = DTConfig(**self.dt)
         for name in ("steps_per_task", "eval_every", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.agent not in AGENTS:
+            raise ConfigError(f"unknown agent '{self.agent}'; choose one of {', '.join(AGENTS)}")
+        if self.agent != "sac" and self.method != "finetune":
+            raise ConfigError(
+                f"continual methods plug into SAC; agent '{self.agent}' takes --method finetune"
+            )
         if self.threads <= 0:
             raise ConfigError(f"threads must be positive, got {self.threads}")
         if self.video_every is not None and self.video_every <= 0:
             raise ConfigError(f"video_every must be positive, got {self.video_every}")
+        if self.agent != "sac":
+            return
         step = self.sac.update_every
         intervals = {name: getattr(self, name) for name in PERIODIC_OPTIONS}
         plasticity = self.plasticity
@@ -96,6 +121,18 @@ class TrainConfig:
                 raise ConfigError(f"{name} ({value}) must be a multiple of update_every ({step})")
 
     @property
+    def method_label(self) -> str:
+        """What reports group runs by: the method (SAC) or dt-<memory>."""
+        return f"dt-{self.dt.memory}" if self.agent == "dt" else self.method
+
+    @property
+    def uses_task_id(self) -> bool:
+        """Whether observations carry the one-hot task id."""
+        if self.task_id_input is not None:
+            return self.task_id_input
+        return self.agent == "sac" and self.sac.multi_head
+
+    @property
     def name(self) -> str:
         if self.run_name:
             return self.run_name
@@ -104,6 +141,8 @@ class TrainConfig:
             if self.sequence.endswith((".yaml", ".yml"))
             else (self.sequence.replace(",", "+"))
         )
+        if self.agent == "dt":
+            return f"{sequence}-dt-{self.dt.memory}-s{self.seed}"
         return f"{sequence}-{self.method}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +183,7 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
     groups: dict[str, tuple[type, dict[str, Any]]] = {
         "sac": (SACConfig, {}),
         "plasticity": (PlasticityConfig, {}),
+        "dt": (DTConfig, {}),
     }
     train_names = {f.name for f in fields(TrainConfig)} - set(groups)
     train: dict[str, Any] = {}
@@ -160,6 +200,8 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
             train[name] = dict(value or {})
         elif name in train_names:
             train[name] = value
+        elif name.startswith(DT_PREFIX) and name.removeprefix(DT_PREFIX) in _field_names(DTConfig):
+            groups["dt"][1][name.removeprefix(DT_PREFIX)] = value
         else:
             group = next(
                 (values for cls, values in groups.values() if name in _field_names(cls)), None
@@ -171,8 +213,14 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
     if "hidden_sizes" in sac:
         sac["hidden_sizes"] = tuple(sac["hidden_sizes"])
     try:
+        dt = groups["dt"][1]
+        if "memory_options" in dt:
+            dt["memory_options"] = dict(dt["memory_options"] or {})
         return TrainConfig(
-            **train, sac=SACConfig(**sac), plasticity=PlasticityConfig(**groups["plasticity"][1])
+            **train,
+            sac=SACConfig(**sac),
+            plasticity=PlasticityConfig(**groups["plasticity"][1]),
+            dt=DTConfig(**dt),
         )
     except TypeError as error:
         raise ConfigError(str(error)) from None
@@ -211,6 +259,10 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "") else float(text)
+
+
 def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "") else int(text)
 
@@ -221,21 +273,20 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
     Defaults are None so that only options given on the command line override a file.
     """
-    for cls, group_name in (
-        (TrainConfig, "run"),
-        (SACConfig, "SAC"),
-        (PlasticityConfig, "plasticity (agents/plasticity.py)"),
-    ):
+    taken: set[str] = set()
+    for cls, group_name in CONFIG_GROUPS:
         group = parser.add_argument_group(group_name)
         hints = get_type_hints(cls)
         docs = field_docs(cls)
         defaults = cls()
         for item in fields(cls):
-            if item.name in ("sac", "plasticity", "method_options"):
+            if item.name in ("sac", "plasticity", "dt", "method_options", "memory_options"):
                 continue
             hint = hints[item.name]
             default = getattr(defaults, item.name)
-            kwargs: dict[str, Any] = {"default": None, "dest": item.name}
+            dest = item.name if item.name not in taken else DT_PREFIX + item.name
+            taken.add(dest)
+            kwargs: dict[str, Any] = {"default": None, "dest": dest}
             if hint is bool:
                 kwargs["type"] = _parse_bool
                 kwargs["metavar"] = "BOOL"
@@ -247,10 +298,21 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             elif hint == (bool | None):
                 kwargs["type"] = _parse_bool
                 kwargs["metavar"] = "BOOL"
+            elif hint == (float | None):
+                kwargs["type"] = _optional_float
             elif hint in (int, float):
                 kwargs["type"] = hint
             kwargs["help"] = f"{docs.get(item.name, '')} (default: {default})"
-            group.add_argument(f"--{item.name.replace('_', '-')}", **kwargs)
+            group.add_argument(f"--{dest.replace('_', '-')}", **kwargs)
+        if cls is DTConfig:
+            group.add_argument(
+                "--memory-option",
+                dest="memory_options",
+                action="append",
+                type=_method_option,
+                metavar="KEY=VALUE",
+                help=f"{field_docs(DTConfig)['memory_options']} Repeat for several.",
+            )
         if cls is TrainConfig:
             group.add_argument(
                 "--method-option",
@@ -260,6 +322,22 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 metavar="KEY=VALUE",
                 help=f"{field_docs(TrainConfig)['method_options']} Repeat for several.",
             )
+
+
+CONFIG_GROUPS: tuple[tuple[type, str], ...] = (
+    (TrainConfig, "run"),
+    (SACConfig, "SAC (agent sac)"),
+    (PlasticityConfig, "plasticity (agent sac; agents/plasticity.py)"),
+    (DTConfig, "Decision Transformer (agent dt; agents/dt.py)"),
+)
+"""The option groups of ``crl train --help``, in order."""
+
+
+def config_option_names() -> set[str]:
+    """Every ``crl train`` destination that maps to a config field."""
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    return {action.dest for action in parser._actions if action.dest != "help"}
 
 
 def _method_option(text: str) -> tuple[str, Any]:

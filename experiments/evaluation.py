@@ -22,7 +22,9 @@ import torch as th
 from envs.sequences import TaskSequence
 
 Policy = Callable[[np.ndarray, bool], np.ndarray]
-"""(observation, deterministic) -> action."""
+"""(observation, deterministic) -> action. A policy with memory may also have
+``start_episode(task)`` (called before each episode's first action) and
+``observe_reward(reward)`` (called after each step)."""
 TaskContext = Callable[[int], AbstractContextManager]
 """task index -> context in which the agent acts on that task (a method's `evaluating`)."""
 
@@ -92,6 +94,14 @@ class EvalHistory:
         return cls(**data)
 
 
+def _start_episode(policy: Policy, task: int) -> Callable[[float], None]:
+    """Tell a policy with memory that an episode of ``task`` starts; returns where rewards go."""
+    start = getattr(policy, "start_episode", None)
+    if start is not None:
+        start(task)
+    return getattr(policy, "observe_reward", lambda reward: None)
+
+
 class Evaluator:
     """Runs evaluation episodes of every task of ``sequence``.
 
@@ -130,11 +140,13 @@ class Evaluator:
         """(score, return) of one episode."""
         env = self._env(task)
         observation, _ = env.reset(seed=self.episode_seed(task, episode))
+        observe_reward = _start_episode(policy, task)
         total, done, info = 0.0, False, {}
         while not done:
             observation, reward, terminated, truncated, info = env.step(
                 policy(observation, deterministic)
             )
+            observe_reward(float(reward))
             total += float(reward)
             done = terminated or truncated
         return episode_score(info), total
@@ -187,10 +199,12 @@ class Evaluator:
         context = task_context(task) if task_context else nullcontext()
         with preserved_rng(), th.no_grad(), context:
             observation, _ = env.reset(seed=self.episode_seed(task, 10_000 + seed))
+            observe_reward = _start_episode(policy, task)
             done = False
             while not done:
                 frames.append(env.render())
-                observation, _, terminated, truncated, _ = env.step(policy(observation, True))
+                observation, reward, terminated, truncated, _ = env.step(policy(observation, True))
+                observe_reward(float(reward))
                 done = terminated or truncated
         fps = env.metadata.get("render_fps", 30)
         env.close()

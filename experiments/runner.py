@@ -19,20 +19,18 @@ import shutil
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, configure
 
 from agents.methods import make_method
-from agents.sac import ContinualSAC
 from envs import EnvConfig, TaskSequence, load_sequence
 from envs.errors import ConfigError, CrlgymError
-from envs.wrappers import EpisodeSeeding
 from experiments import metrics
 from experiments.checkpoint import (
     global_rng_state,
@@ -42,6 +40,7 @@ from experiments.checkpoint import (
 )
 from experiments.config import TrainConfig, build_config
 from experiments.evaluation import EvalHistory, Evaluator, TaskScores
+from experiments.learners import Learner, make_learner
 from experiments.progress import Progress
 
 CHECKPOINT = "checkpoints/latest.pt"
@@ -116,12 +115,9 @@ class Runner:
         self.config = config
         self.run_dir = run_dir
         th.set_num_threads(config.threads)
-        sac = config.sac
         env_config = EnvConfig(
             episode_length=config.episode_length,
-            one_hot_task_id=sac.multi_head
-            if config.task_id_input is None
-            else config.task_id_input,
+            one_hot_task_id=config.uses_task_id,
             width=config.video_size,
             height=config.video_size,
         )
@@ -134,36 +130,28 @@ class Runner:
             self.sequence, config.eval_episodes, config.eval_deterministic_episodes, config.seed
         )
         _seed_everything(config.seed)
-        self.agent = ContinualSAC(
-            self._train_env(0, 0),
-            num_tasks=self.sequence.num_tasks,
-            config=sac,
-            method=make_method(config.method, **config.method_options),
-            plasticity=config.plasticity,
-            task_id_dims=self.sequence.num_tasks if sac.multi_head else 0,
-            device="cpu",
-        )
-        self.agent.action_space.seed(config.seed)
+        self.learner: Learner = make_learner(config, self.sequence)
         self.logger: Logger = configure(str(run_dir / "tb"), ["tensorboard"])
-        self.agent.set_logger(self.logger)
+        self.learner.set_logger(self.logger)
         self.progress = Progress(self.sequence, enabled=config.progress)
 
     # -- pieces ---------------------------------------------------------------------------
-    def _train_env(self, task: int, first_episode: int) -> EpisodeSeeding:
-        env = self.sequence.make_env(task)
-        seed = self.config.seed * 1000 + task
-        return EpisodeSeeding(env, base_seed=seed, first_episode=first_episode)
+    @property
+    def agent(self) -> Any:
+        """The learner's agent (ContinualSAC, DecisionTransformerAgent)."""
+        return self.learner.agent  # type: ignore[attr-defined]
 
-    def policy(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:
-        tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
-        return self.agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
+    @property
+    def policy(self) -> Any:
+        """The acting policy evaluations use."""
+        return self.learner.policy()
 
     def task_context(self, task: int) -> AbstractContextManager:
-        """How the method wants the agent to act on ``task`` (e.g. PackNet's masks)."""
-        return self.agent.method.evaluating(self.agent, task)
+        """How the agent wants to act on ``task`` (e.g. PackNet's masks)."""
+        return self.learner.task_context(task)
 
     def evaluate(self) -> list[TaskScores]:
-        step = self.agent.num_timesteps
+        step = self.learner.num_timesteps
         scores, seconds = self.evaluator.evaluate(self.policy, self.task_context)
         self.state.history.append(step, scores, seconds)
         for index, (task, score) in enumerate(zip(self.sequence.task_names, scores, strict=True)):
@@ -180,7 +168,7 @@ class Runner:
         return scores
 
     def record_videos(self) -> None:
-        step = self.agent.num_timesteps
+        step = self.learner.num_timesteps
         seen = self.sequence.task_names[: self.state.task_index + 1]
         for index, task in enumerate(seen):
             folder = task if seen.index(task) == index else f"{task}-{index}"
@@ -188,14 +176,11 @@ class Runner:
             self.evaluator.record_video(self.policy, index, path, step, self.task_context)
             self.state.videos.append(str(path))
 
-    def checkpoint(self, env: EpisodeSeeding | None) -> None:
-        if env is not None:
-            # The chunk ended on an episode boundary: the env already reset for the next
-            # episode, which a resumed run replays from its seed.
-            at_boundary = env.steps_in_episode == 0
-            self.state.episode_in_task = env.episode - 1 if at_boundary else env.episode
+    def checkpoint(self, inside_task: bool) -> None:
+        if inside_task:
+            self.state.episode_in_task = self.learner.episode_in_task()
         state = {
-            "agent": self.agent.training_state(),
+            "agent": self.learner.training_state(),
             "run": self.state.to_dict(),
             "rng": global_rng_state(),
         }
@@ -204,40 +189,39 @@ class Runner:
     def restore(self) -> None:
         state = load_checkpoint(self.run_dir / CHECKPOINT)
         self.state = RunState.from_dict(state["run"])
-        self.agent.load_training_state(state["agent"])
+        self.learner.load_training_state(state["agent"])
         set_global_rng_state(state["rng"])
         self.evaluator.evaluations = len(self.state.history.steps)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.perf_counter() - self.state.train_seconds
-        agent, sequence = self.agent, self.sequence
+        learner, sequence = self.learner, self.sequence
         if not self.state.history.steps:
             self.evaluate()
-        callback = _PeriodicCallback(self)
         with self.progress:
             while self.state.task_index < sequence.num_tasks:
                 task = self.state.task_index
                 budget = sequence.steps_for(task, self.config.steps_per_task)
-                env = self._train_env(task, self.state.episode_in_task)
-                agent.set_env(env)
-                if self.state.steps_in_task == 0:
-                    agent.on_task_start(task, budget)
-                self.progress.start_task(task, budget, agent.task_start_step, agent.num_timesteps)
-                callback.task_end_step = agent.task_start_step + budget
+                fresh = self.state.steps_in_task == 0
+                learner.start_task(task, budget, self.state.episode_in_task, fresh)
+                self.progress.start_task(
+                    task, budget, learner.task_start_step, learner.num_timesteps
+                )
+                task_end_step = learner.task_start_step + budget
                 while self.state.steps_in_task < budget:
                     chunk = min(
                         self.config.checkpoint_every
                         - self.state.steps_in_task % self.config.checkpoint_every,
                         budget - self.state.steps_in_task,
                     )
-                    agent.learn(chunk, reset_num_timesteps=False, callback=callback)
+                    learner.learn(chunk, partial(self._on_step, task_end_step=task_end_step))
                     self.state.steps_in_task += chunk
                     self.state.train_seconds = time.perf_counter() - started
                     if self.state.steps_in_task < budget:
-                        self.checkpoint(env)
-                agent.on_task_end(task)
-                self.state.task_ends.append(agent.num_timesteps)
+                        self.checkpoint(inside_task=True)
+                learner.end_task(task)
+                self.state.task_ends.append(learner.num_timesteps)
                 self.evaluate()
                 self._log_task_metrics()
                 if self.config.videos and self.config.video_every is None:
@@ -246,11 +230,21 @@ class Runner:
                 self.state.steps_in_task = 0
                 self.state.episode_in_task = 0
                 self.state.train_seconds = time.perf_counter() - started
-                self.checkpoint(None)
+                self.checkpoint(inside_task=False)
         self.evaluator.close()
         summary = self.write_results(final=True)
         self.logger.close()
         return summary
+
+    def _on_step(self, step: int, task_end_step: int) -> None:
+        """After every step of a budget: evaluations and videos when due, progress."""
+        config = self.config
+        # The task's last step is evaluated by the runner, after the task ends.
+        if step % config.eval_every == 0 and step != task_end_step:
+            self.evaluate()
+        if config.videos and config.video_every and step % config.video_every == 0:
+            self.record_videos()
+        self.progress.advance(step)
 
     def _log_task_metrics(self) -> None:
         matrix = self.matrix()
@@ -259,7 +253,7 @@ class Runner:
         for key, value in self.summary(matrix).items():
             if value is not None:
                 self.logger.record(f"metrics/{key}", value)
-        self.logger.dump(self.agent.num_timesteps)
+        self.logger.dump(self.learner.num_timesteps)
 
     # -- results --------------------------------------------------------------------------
     def matrix(self) -> metrics.EvalMatrix | None:
@@ -302,7 +296,7 @@ class Runner:
         )
         results = {
             "name": self.config.name,
-            "method": self.config.method,
+            "method": self.config.method_label,
             "seed": self.config.seed,
             "sequence": self.sequence.name,
             "tasks": list(self.sequence.task_names),
@@ -324,31 +318,13 @@ class Runner:
             "wall_time_s": self.state.train_seconds,
             "eval_time_s": history.seconds,
             "videos": self.state.videos,
-            "plasticity": self.agent.plasticity.summary(),
+            "agent": self.config.agent,
+            "step_unit": self.learner.step_unit,
+            **self.learner.results(),
         }
         _write_json_atomic(self.run_dir / "results.json", results)
         _write_eval_csv(self.run_dir / "eval.csv", self.sequence.task_names, history)
         return results
-
-
-class _PeriodicCallback(BaseCallback):
-    """Evaluates (and records videos) every ``eval_every`` steps and feeds the progress bar."""
-
-    def __init__(self, runner: Runner) -> None:
-        super().__init__()
-        self.runner = runner
-        self.task_end_step = 0
-
-    def _on_step(self) -> bool:
-        step = self.model.num_timesteps
-        config = self.runner.config
-        # The task's last step is evaluated by the runner, after on_task_end.
-        if step % config.eval_every == 0 and step != self.task_end_step:
-            self.runner.evaluate()
-        if config.videos and config.video_every and step % config.video_every == 0:
-            self.runner.record_videos()
-        self.runner.progress.advance(step)
-        return True
 
 
 def find_reference_aucs(
@@ -419,7 +395,9 @@ def run_training(
     """Train (or resume) a run; returns its directory and final results."""
     # Refuse bad names and options before anything is written to disk.
     make_method(config.method, **config.method_options)
-    load_sequence(config.sequence, steps_per_task=config.steps_per_task)
+    sequence = load_sequence(config.sequence, steps_per_task=config.steps_per_task)
+    if config.agent == "dt":
+        _check_datasets(sequence, config.data_dir)
     run_dir = prepare_run_dir(config, resume=resume, overwrite=overwrite)
     if not resume:
         config.save_yaml(run_dir / "config.yaml")
@@ -433,6 +411,17 @@ def run_training(
     else:
         _write_config_text(runner.logger, config)
     return run_dir, runner.run()
+
+
+def _check_datasets(sequence: TaskSequence, data_dir: str) -> None:
+    from memory.datasets import dataset_exists
+
+    missing = [task for task in sequence.task_names if not dataset_exists(task, data_dir)]
+    if missing:
+        raise ConfigError(
+            f"no offline dataset for {', '.join(missing)} in {data_dir}; record them with "
+            f"'crl collect --tasks {','.join(missing)} --episodes 200 --data-dir {data_dir}'"
+        )
 
 
 def _write_config_text(logger: Logger, config: TrainConfig) -> None:

@@ -1,0 +1,299 @@
+"""What the runner trains: one adapter per kind of agent, behind the `Learner` interface.
+
+The runner (experiments/runner.py) knows tasks, budgets, evaluation, checkpoints and
+results; a learner knows how its agent spends a task's budget:
+
+- `SACLearner`: online SAC (agents/sac.py) with a continual method and plasticity options;
+  a task's budget is env steps.
+- `DTLearner`: the offline sequence policy (agents/dt.py) with a memory; it trains on each
+  task's offline dataset (``crl collect``) and acts online only when evaluated; a task's
+  budget is gradient updates.
+
+Both present the same step axis to the runner (``num_timesteps``: env steps or updates), a
+policy for evaluation, task events, and their state for checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
+from agents.methods import make_method
+from agents.sac import ContinualSAC
+from envs import TaskSequence
+from envs.wrappers import EpisodeSeeding
+
+if TYPE_CHECKING:
+    from agents.dt import DecisionTransformerAgent
+    from experiments.config import TrainConfig
+
+StepHook = Callable[[int], None]
+"""Called by a learner after each step of its budget with the run's step count."""
+
+
+class Learner(Protocol):
+    """The runner's view of an agent."""
+
+    step_unit: str
+    """What a step of a task's budget is: 'env steps' or 'updates'."""
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of every budget so far (the x axis of the run)."""
+
+    @property
+    def task_start_step(self) -> int:
+        """``num_timesteps`` when the current task started."""
+
+    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+        """Enter ``task`` (``fresh``: from its beginning, not a resumed middle)."""
+
+    def learn(self, steps: int, on_step: StepHook) -> None:
+        """Spend ``steps`` of the current task's budget."""
+
+    def end_task(self, task: int) -> None:
+        """The task's budget is spent."""
+
+    def episode_in_task(self) -> int:
+        """Training episodes of the current task begun so far (for resuming); 0 if offline."""
+
+    def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
+        """The acting policy for evaluation (may carry ``start_episode``/``observe_reward``)."""
+
+    def task_context(self, task: int) -> AbstractContextManager:
+        """Context in which the agent acts on ``task``."""
+
+    def set_logger(self, logger: Logger) -> None: ...
+
+    def training_state(self) -> dict[str, Any]: ...
+
+    def load_training_state(self, state: dict[str, Any]) -> None: ...
+
+    def results(self) -> dict[str, Any]:
+        """Agent-specific entries of results.json."""
+
+
+# --- SAC (online) ---------------------------------------------------------------------------
+
+
+class _StepCallback(BaseCallback):
+    def __init__(self, on_step: StepHook) -> None:
+        super().__init__()
+        self.hook = on_step
+
+    def _on_step(self) -> bool:
+        self.hook(self.model.num_timesteps)
+        return True
+
+
+class SACLearner:
+    """Online SAC through a task sequence; budgets are env steps."""
+
+    step_unit = "env steps"
+
+    def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
+        self.config = config
+        self.sequence = sequence
+        sac = config.sac
+        self.agent = ContinualSAC(
+            self._train_env(0, 0),
+            num_tasks=sequence.num_tasks,
+            config=sac,
+            method=make_method(config.method, **config.method_options),
+            plasticity=config.plasticity,
+            task_id_dims=sequence.num_tasks if sac.multi_head else 0,
+            device="cpu",
+        )
+        self.agent.action_space.seed(config.seed)
+        self._env: EpisodeSeeding | None = None
+
+    def _train_env(self, task: int, first_episode: int) -> EpisodeSeeding:
+        env = self.sequence.make_env(task)
+        seed = self.config.seed * 1000 + task
+        return EpisodeSeeding(env, base_seed=seed, first_episode=first_episode)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.agent.num_timesteps
+
+    @property
+    def task_start_step(self) -> int:
+        return self.agent.task_start_step
+
+    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+        self._env = self._train_env(task, first_episode)
+        self.agent.set_env(self._env)
+        if fresh:
+            self.agent.on_task_start(task, budget)
+
+    def learn(self, steps: int, on_step: StepHook) -> None:
+        self.agent.learn(steps, reset_num_timesteps=False, callback=_StepCallback(on_step))
+
+    def end_task(self, task: int) -> None:
+        self.agent.on_task_end(task)
+
+    def episode_in_task(self) -> int:
+        env = self._env
+        if env is None:
+            return 0
+        # Chunks end on episode boundaries: the env already reset for the next episode,
+        # which a resumed run replays from its seed.
+        return env.episode - 1 if env.steps_in_episode == 0 else env.episode
+
+    def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
+        def act(observation: np.ndarray, deterministic: bool) -> np.ndarray:
+            tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
+            return self.agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
+
+        return act
+
+    def task_context(self, task: int) -> AbstractContextManager:
+        return self.agent.method.evaluating(self.agent, task)
+
+    def set_logger(self, logger: Logger) -> None:
+        self.agent.set_logger(logger)
+
+    def training_state(self) -> dict[str, Any]:
+        return self.agent.training_state()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.agent.load_training_state(state)
+
+    def results(self) -> dict[str, Any]:
+        return {"plasticity": self.agent.plasticity.summary()}
+
+
+# --- Decision Transformer (offline) -----------------------------------------------------------
+
+
+class _EpisodicPolicy:
+    """The DT agent as the evaluator's policy: episode starts and rewards reach it."""
+
+    def __init__(self, agent: DecisionTransformerAgent) -> None:
+        self.agent = agent
+
+    def __call__(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:
+        return self.agent.act(observation, deterministic)
+
+    def start_episode(self, task: int) -> None:
+        self.agent.start_episode(task)
+
+    def observe_reward(self, reward: float) -> None:
+        self.agent.observe_reward(reward)
+
+
+def sequence_episodes(
+    sequence: TaskSequence, task: int, data_dir: str | Path
+) -> list[dict[str, Any]]:
+    """The task's offline episodes as the sequence presents them (padded observations and
+    actions when the sequence mixes spaces, one-hot task id appended when configured)."""
+    from memory.datasets import load_episodes
+
+    name = sequence.task_names[task]
+    episodes = load_episodes(name, data_dir=data_dir)
+    layout = sequence.layout
+    one_hot = sequence.config.one_hot_task_id
+    if layout is None and not one_hot:
+        return episodes
+    positions = layout.positions(name) if layout is not None else None
+    for episode in episodes:
+        observations = episode["observations"]
+        if positions is not None:
+            padded = np.zeros((observations.shape[0], layout.observation_dim), dtype=np.float32)
+            padded[:, positions] = observations
+            observations = padded
+            actions = np.zeros(
+                (episode["actions"].shape[0], layout.action_space.shape[0]), dtype=np.float32
+            )
+            actions[:, : episode["actions"].shape[1]] = episode["actions"]
+            episode["actions"] = actions
+        if one_hot:
+            task_id = np.zeros((observations.shape[0], sequence.num_tasks), dtype=np.float32)
+            task_id[:, task] = 1.0
+            observations = np.concatenate([observations, task_id], axis=1)
+        episode["observations"] = observations
+    return episodes
+
+
+class DTLearner:
+    """The offline sequence policy through a task sequence; budgets are gradient updates."""
+
+    step_unit = "updates"
+
+    def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
+        from agents.dt import DecisionTransformerAgent
+
+        self.config = config
+        self.sequence = sequence
+        self.agent = DecisionTransformerAgent(
+            observation_dim=int(np.prod(sequence.observation_space.shape)),
+            action_dim=int(np.prod(sequence.action_space.shape)),
+            num_tasks=sequence.num_tasks,
+            config=config.dt,
+            episodes_of=lambda task: sequence_episodes(sequence, task, config.data_dir),
+            seed=config.seed,
+        )
+        self._task_start_step = 0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.agent.num_timesteps
+
+    @property
+    def task_start_step(self) -> int:
+        return self._task_start_step
+
+    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+        if fresh:
+            self._task_start_step = self.agent.num_timesteps
+            self.agent.on_task_start(task, budget)
+
+    def learn(self, steps: int, on_step: StepHook) -> None:
+        self.agent.learn_updates(steps, callback=on_step)
+
+    def end_task(self, task: int) -> None:
+        self.agent.on_task_end(task)
+
+    def episode_in_task(self) -> int:
+        return 0
+
+    def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
+        return _EpisodicPolicy(self.agent)
+
+    def task_context(self, task: int) -> AbstractContextManager:
+        return nullcontext()
+
+    def set_logger(self, logger: Logger) -> None:
+        self.agent.set_logger(logger)
+
+    def training_state(self) -> dict[str, Any]:
+        return {"agent": self.agent.training_state(), "task_start_step": self._task_start_step}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.agent.load_training_state(state["agent"])
+        self._task_start_step = state["task_start_step"]
+
+    def results(self) -> dict[str, Any]:
+        return {
+            "agent": "dt",
+            "memory": self.config.dt.memory,
+            "parameters": self.agent.parameter_count(),
+        }
+
+
+LEARNERS: dict[str, type] = {"sac": SACLearner, "dt": DTLearner}
+"""``crl train --agent NAME``."""
+
+
+def make_learner(config: TrainConfig, sequence: TaskSequence) -> Learner:
+    return LEARNERS[config.agent](config, sequence)
+
+
+__all__ = ["LEARNERS", "DTLearner", "Learner", "SACLearner", "make_learner", "sequence_episodes"]
