@@ -268,6 +268,61 @@ def _cmd_data_list(args: argparse.Namespace) -> None:
     console.print(table)
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from experiments.pretrain import pretrain
+
+    tasks = [task for spec in args.data for task in envs.load_sequence(spec).task_names]
+    summary = pretrain(
+        tasks,
+        args.out,
+        model=args.model,
+        updates=args.updates,
+        data_dir=args.data_dir,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        threads=args.threads,
+    )
+    console = Console()
+    console.print(
+        f"pretrained {summary['model']} ({summary['parameters']} parameters) on "
+        f"{len(summary['tasks'])} tasks: {summary['updates']} updates, "
+        f"{summary['samples_per_second']:.0f} samples/s -> {summary['checkpoint']}"
+    )
+    for task, score in summary.get("evaluation", {}).get("tasks", {}).items():
+        console.print(f"  {task}: score {score['score']:.2f}, return {score['return']:.1f}")
+
+
+def _add_pretrain_parser(commands: argparse._SubParsersAction) -> None:
+    from memory.datasets import DEFAULT_DATA_DIR
+
+    parser = commands.add_parser(
+        "pretrain",
+        help="pretrain a multi-domain Decision Transformer (L2M) on offline datasets",
+        description="Train one Decision Transformer (reward tokens, context 5) on the union "
+        "of the tasks' datasets (crl collect) in one padded space, evaluate it online on "
+        "them, and save model.pt for crl train --agent l2m --pretrained.",
+    )
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="pretraining tasks: sequences (MT40) or a,b lists"
+    )
+    parser.add_argument("--model", choices=("small", "paper"), default="small", help="size")
+    parser.add_argument("--updates", type=int, default=10_000, help="gradient updates")
+    parser.add_argument("--out", required=True, help="output directory (model.pt, tb/, json)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="dataset directory")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=5, help="evaluation episodes per task (0: none)"
+    )
+    parser.add_argument("--batch-size", type=int, help="episodes per batch (preset's default)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW peak (preset's default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.set_defaults(run=_cmd_pretrain)
+
+
 def _add_collect_parsers(commands: argparse._SubParsersAction) -> None:
     from memory.datasets import DEFAULT_DATA_DIR
 
@@ -357,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(commands)
     _add_collect_parsers(commands)
+    _add_pretrain_parser(commands)
     return parser
 
 

@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from agents.dt import DTConfig
+from agents.l2m import L2MConfig
 from agents.plasticity import PlasticityConfig
 from agents.sac import SACConfig
 from envs.errors import ConfigError
@@ -26,7 +27,7 @@ from envs.errors import ConfigError
 DT_PREFIX = "dt_"
 
 #: ``--agent`` choices (experiments/learners.py).
-AGENTS = ("sac", "dt")
+AGENTS = ("sac", "dt", "l2m")
 
 #: Intervals that must fall on update phases (multiples of SAC's update_every).
 PERIODIC_OPTIONS = ("steps_per_task", "eval_every", "checkpoint_every")
@@ -39,8 +40,10 @@ class TrainConfig:
     sequence: str = "CW10"
     """Task sequence: a registered name (CW10, CW20, MT40, DMC10, DMC6), a,b,c or a YAML file."""
     agent: str = "sac"
-    """sac (online SAC, budgets in env steps) or dt (offline Decision Transformer with a
-    memory, trained on each task's dataset from crl collect; budgets in gradient updates)."""
+    """sac (online SAC, budgets in env steps), dt (offline Decision Transformer with a
+    memory, trained on each task's dataset from crl collect; budgets in gradient updates) or
+    l2m (a crl pretrain model fine-tuned offline through a modulation pool; budgets in
+    gradient updates)."""
     data_dir: str = "data/datasets"
     """Where offline datasets are (agent dt; crl collect writes them)."""
     method: str = "finetune"
@@ -87,6 +90,8 @@ class TrainConfig:
     """Replay ratio, resets and plasticity metrics."""
     dt: DTConfig = field(default_factory=DTConfig)
     """Decision Transformer and its memory (agent dt)."""
+    l2m: L2MConfig = field(default_factory=L2MConfig)
+    """Continual fine-tuning of a pretrained model (agent l2m; agents/l2m.py)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sac, dict):
@@ -95,6 +100,8 @@ class TrainConfig:
             self.plasticity = PlasticityConfig(**self.plasticity)
         if isinstance(self.dt, dict):
             self.dt = DTConfig(**self.dt)
+        if isinstance(self.l2m, dict):
+            self.l2m = L2MConfig(**self.l2m)
         for name in ("steps_per_task", "eval_every", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -104,6 +111,8 @@ class TrainConfig:
             raise ConfigError(
                 f"continual methods plug into SAC; agent '{self.agent}' takes --method finetune"
             )
+        if self.agent == "l2m" and not self.l2m.pretrained:
+            raise ConfigError("agent l2m needs --pretrained CHECKPOINT (made by crl pretrain)")
         if self.threads <= 0:
             raise ConfigError(f"threads must be positive, got {self.threads}")
         if self.video_every is not None and self.video_every <= 0:
@@ -123,6 +132,9 @@ class TrainConfig:
     @property
     def method_label(self) -> str:
         """What reports group runs by: the method (SAC) or dt-<memory>."""
+        if self.agent == "l2m":
+            mode = self.l2m.l2m_mode
+            return "l2m-full" if mode == "full" else f"l2m-{mode}-{self.l2m.modulator}"
         return f"dt-{self.dt.memory}" if self.agent == "dt" else self.method
 
     @property
@@ -143,6 +155,8 @@ class TrainConfig:
         )
         if self.agent == "dt":
             return f"{sequence}-dt-{self.dt.memory}-s{self.seed}"
+        if self.agent == "l2m":
+            return f"{sequence}-{self.method_label}-s{self.seed}"
         return f"{sequence}-{self.method}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +198,7 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
         "sac": (SACConfig, {}),
         "plasticity": (PlasticityConfig, {}),
         "dt": (DTConfig, {}),
+        "l2m": (L2MConfig, {}),
     }
     train_names = {f.name for f in fields(TrainConfig)} - set(groups)
     train: dict[str, Any] = {}
@@ -221,6 +236,7 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
             sac=SACConfig(**sac),
             plasticity=PlasticityConfig(**groups["plasticity"][1]),
             dt=DTConfig(**dt),
+            l2m=L2MConfig(**groups["l2m"][1]),
         )
     except TypeError as error:
         raise ConfigError(str(error)) from None
@@ -280,7 +296,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         docs = field_docs(cls)
         defaults = cls()
         for item in fields(cls):
-            if item.name in ("sac", "plasticity", "dt", "method_options", "memory_options"):
+            if item.name in ("sac", "plasticity", "dt", "l2m", "method_options", "memory_options"):
                 continue
             hint = hints[item.name]
             default = getattr(defaults, item.name)
@@ -329,6 +345,7 @@ CONFIG_GROUPS: tuple[tuple[type, str], ...] = (
     (SACConfig, "SAC (agent sac)"),
     (PlasticityConfig, "plasticity (agent sac; agents/plasticity.py)"),
     (DTConfig, "Decision Transformer (agent dt; agents/dt.py)"),
+    (L2MConfig, "L2M fine-tuning of a pretrained model (agent l2m; agents/l2m.py)"),
 )
 """The option groups of ``crl train --help``, in order."""
 

@@ -288,7 +288,135 @@ class DTLearner:
         }
 
 
-LEARNERS: dict[str, type] = {"sac": SACLearner, "dt": DTLearner}
+# --- L2M: a pretrained Decision Transformer fine-tuned through a modulation pool ---------------
+
+
+class L2MLearner(DTLearner):
+    """A ``crl pretrain`` model fine-tuned offline on each task (agents/l2m.py); budgets are
+    gradient updates, evaluation online on every task of the sequence.
+
+    The agent works in the checkpoint's padded layout: each task's episodes are moved into it
+    from their native spaces, and the evaluation policy moves observations from the
+    sequence's envs into it (tasks the layout cannot hold are refused).
+
+    Retention of pretraining (``pretrain_eval_tasks`` > 0): an evenly spaced sample of the
+    pretraining tasks is evaluated by the learner itself, not the runner, before the first
+    task and at every task end, and reported in results.json under ``pretrain_retention``
+    (steps x tasks matrices, like the runner's).
+    """
+
+    step_unit = "updates"
+
+    def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
+        from agents.l2m import L2MAgent, PretrainedModel, SpaceMap, layout_episodes, reward_scale_of
+        from envs.errors import ConfigError
+        from memory.datasets import dataset_exists, load_episodes
+
+        self.config = config
+        self.sequence = sequence
+        options = config.l2m
+        if not options.pretrained:
+            raise ConfigError("agent l2m needs --pretrained CHECKPOINT (made by crl pretrain)")
+        if sequence.config.one_hot_task_id:
+            raise ConfigError("agent l2m takes no one-hot task id (the oracle mode uses task ids)")
+        self.pretrained = PretrainedModel.load(options.pretrained)
+        layout = self.pretrained.layout
+        width = int(np.prod(sequence.action_space.shape))
+        tasks = list(sequence.task_names)
+        self.maps = [SpaceMap(task, layout, sequence.layout, width) for task in tasks]
+        missing = [
+            task for task in dict.fromkeys(tasks) if not dataset_exists(task, config.data_dir)
+        ]
+        if missing:
+            raise ConfigError(
+                f"no offline dataset for {', '.join(missing)} in {config.data_dir}; record them "
+                f"with 'crl collect --tasks {','.join(missing)} --data-dir {config.data_dir}'"
+            )
+        known = self.pretrained.tasks
+        count = min(options.pretrain_eval_tasks, len(known))
+        picks = (
+            sorted({int(i) for i in np.linspace(0, len(known) - 1, count).round()}) if count else []
+        )
+        self.retention_tasks = [known[i] for i in picks]
+        names = tasks + self.retention_tasks
+
+        def episodes_of(task: int) -> list[dict[str, Any]]:
+            return layout_episodes(load_episodes(names[task], data_dir=config.data_dir),
+                                   names[task], layout)  # fmt: skip
+
+        self.agent = L2MAgent(
+            self.pretrained,
+            num_tasks=len(names),
+            pool_tasks=len(tasks),
+            config=options,
+            episodes_of=episodes_of,
+            reward_scales=[reward_scale_of(name) for name in names],
+            target_returns={
+                len(tasks) + j: self.pretrained.target_returns[i] for j, i in enumerate(picks)
+            },
+            seed=config.seed,
+        )
+        self._task_start_step = 0
+        self.retention: dict[str, Any] = {
+            "tasks": self.retention_tasks, "steps": [], "score": [], "return": [],
+        }  # fmt: skip
+
+    def _evaluate_retention(self) -> None:
+        if not self.retention_tasks:
+            return
+        from experiments.pretrain import evaluate_tasks
+
+        scores = evaluate_tasks(
+            self.agent,
+            self.retention_tasks,
+            self.pretrained,
+            self.config.eval_episodes,
+            seed=self.config.seed,
+            offset=self.sequence.num_tasks,
+        )
+        self.retention["steps"].append(self.agent.num_timesteps)
+        self.retention["score"].append([scores[t]["score"] for t in self.retention_tasks])
+        self.retention["return"].append([scores[t]["return"] for t in self.retention_tasks])
+        if self.agent.logger is not None:
+            for task in self.retention_tasks:
+                self.agent.logger.record(f"pretrain_retention/{task}/score", scores[task]["score"])
+
+    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+        if fresh and task == 0 and not self.retention["steps"]:
+            self._evaluate_retention()  # the pretrained model before any fine-tuning
+        super().start_task(task, budget, first_episode, fresh)
+
+    def end_task(self, task: int) -> None:
+        super().end_task(task)
+        self._evaluate_retention()
+
+    def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
+        from experiments.pretrain import LayoutPolicy
+
+        return LayoutPolicy(self.agent, self.maps)
+
+    def training_state(self) -> dict[str, Any]:
+        return {**super().training_state(), "retention": self.retention}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        self.retention = state["retention"]
+
+    def results(self) -> dict[str, Any]:
+        pool = self.agent.pool
+        return {
+            "agent": "l2m",
+            "l2m_mode": self.config.l2m.l2m_mode,
+            "modulator": self.config.l2m.modulator,
+            "pretrained": self.config.l2m.pretrained,
+            "parameters": self.agent.parameter_count(),
+            "entry_share": self.agent.entry_share(),
+            "pool_usage": None if pool is None else pool.usage.tolist(),
+            "pretrain_retention": self.retention,
+        }
+
+
+LEARNERS: dict[str, type] = {"sac": SACLearner, "dt": DTLearner, "l2m": L2MLearner}
 """``crl train --agent NAME``."""
 
 
@@ -296,4 +424,12 @@ def make_learner(config: TrainConfig, sequence: TaskSequence) -> Learner:
     return LEARNERS[config.agent](config, sequence)
 
 
-__all__ = ["LEARNERS", "DTLearner", "Learner", "SACLearner", "make_learner", "sequence_episodes"]
+__all__ = [
+    "LEARNERS",
+    "DTLearner",
+    "L2MLearner",
+    "Learner",
+    "SACLearner",
+    "make_learner",
+    "sequence_episodes",
+]

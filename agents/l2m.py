@@ -1,0 +1,602 @@
+"""L2M: continual fine-tuning of a pretrained multi-domain Decision Transformer (brief section 3).
+
+Reads top to bottom:
+
+1. Domains and spaces: per-domain reward scales (`reward_scale_of`), fitting a task into a
+   pretrained checkpoint's padded layout (`fit_positions`, which refuses tasks the layout
+   cannot hold), and `SpaceMap`, which moves observations from the space an env shows into
+   the checkpoint's space.
+2. `PretrainedModel`: what ``crl pretrain`` saves (tensors and plain values, loaded with
+   ``weights_only=True``) and how it is read back.
+3. `L2MConfig`: the fine-tuning options (they become ``crl train --agent l2m`` options).
+4. `L2MAgent`: a `DecisionTransformerAgent` built from a pretrained checkpoint whose training
+   and acting go through a modulation pool (agents/modulation.py), in one of `MODES`.
+
+Reward scales. Returns-to-go and rewards of every task are divided by that task's domain scale
+(Meta-World 200, DMControl 100, others 1) before they reach the model, so one model sees all
+domains at comparable magnitudes. The agent applies the scale itself (to the episodes it
+trains on, and to every reward `observe_reward` gets), and runs the Decision Transformer with
+``reward_scale`` 1, so that nothing in agents/dt.py had to change.
+
+Selection (modes ``l2m``): L2M's query is the mean of the embedded state tokens (the raw
+``embed_state`` output, no timestep embedding) of the *first* ``context`` steps of an episode.
+An episode row of a training batch selects its entry once, from its first ``context`` states
+(padding masked), and holds it for the whole episode; the usage penalty counts one selection
+per episode. Acting selects again after each of the first ``context`` steps from the states
+seen so far (the first ``context`` states are not known before they happen), and holds the
+selection from step ``context - 1`` on, the one training used. Why the episode start and not
+the running window: the Transformer-XL cache holds block inputs computed under the earlier
+selection, so a selection that changed every step would make acting differ from training at
+every step; holding it makes them agree after the first ``context`` steps.
+
+Modes (`MODES`): ``l2m`` the pool (30 entries, top-1, usage penalty, key pull loss),
+``shared-lora`` one modulator trained on every task, ``oracle`` one modulator per task picked
+by the task id, ``full`` full fine-tuning of every weight (the forgetting baseline). Pool modes
+freeze everything outside the pool and train it with a fresh Adam per task and no weight decay
+(entries another task selected then stay bit-identical); ``full`` uses AdamW as pretraining.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.dt import DecisionTransformer, DecisionTransformerAgent, DTConfig, _Batch
+from agents.modulation import (
+    ModulatedLinear,
+    ModulationConfig,
+    ModulationPool,
+    attach_pool,
+    parameter_share,
+    state_query,
+    trainable_parameters,
+)
+from envs.dmc_specs import load_dmc_specs
+from envs.errors import ConfigError
+from envs.padding import RECALL_SLOT, TOY_SLOT, PaddedLayout
+from envs.tasks import canonical_task_name, task_domain
+
+# --- domains and spaces -----------------------------------------------------------------------
+
+DOMAIN_REWARD_SCALES: dict[str, float] = {"metaworld": 200.0, "dmc": 100.0}
+"""Returns and rewards are divided by these (L2M); other domains (toy, recall) use 1."""
+
+MODES: tuple[str, ...] = ("l2m", "shared-lora", "oracle", "full")
+"""Valid `L2MConfig.l2m_mode` values."""
+
+CHECKPOINT_FORMAT = "crlgym-pretrained-dt-v1"
+
+
+def reward_scale_of(task: str) -> float:
+    """The reward scale of ``task``'s domain (`DOMAIN_REWARD_SCALES`, else 1)."""
+    return DOMAIN_REWARD_SCALES.get(task_domain(task), 1.0)
+
+
+def fit_positions(layout: PaddedLayout, task: str) -> np.ndarray:
+    """Index of each native observation dimension of ``task`` in ``layout``'s vector.
+
+    Raises:
+        ConfigError: the layout has no slot for the task's domain or keys, a slot is too
+            narrow for the task, or the task's actions are wider than the layout's.
+    """
+    from envs.sequences import native_spaces
+
+    name = canonical_task_name(task)
+    domain = task_domain(name)
+    observation_space, action_space = native_spaces(name)
+    native_obs, native_act = int(observation_space.shape[0]), int(action_space.shape[0])
+    slot_names = [slot for slot, _start, _width in layout.slots]
+    problem = None
+    if native_act > layout.action_dim:
+        problem = f"{native_act}-d actions, the layout has {layout.action_dim}"
+    elif domain == "dmc":
+        for key, size in load_dmc_specs()[name]["observation"]:
+            if key not in slot_names:
+                problem = f"observation key {key!r} has no slot"
+            elif size > layout.slot(key)[1]:
+                problem = f"observation key {key!r} is {size}-d, its slot {layout.slot(key)[1]}"
+    elif domain == "toy":
+        if TOY_SLOT not in slot_names:
+            problem = "no toy slot"
+        elif layout.slot(TOY_SLOT)[1] != native_obs:
+            problem = f"{native_obs}-d observations, the toy slot is {layout.slot(TOY_SLOT)[1]}"
+    elif domain == "recall":
+        if RECALL_SLOT not in slot_names:
+            problem = "no recall slot"
+        elif (native_obs - 3) // 2 > (layout.slot(RECALL_SLOT)[1] - 3) // 2:
+            problem = "more cues than the recall slot holds"
+    if problem is None:
+        positions = layout.positions(name)
+        if len(positions) == native_obs and positions.max() < layout.observation_dim:
+            return positions
+        problem = "its observation does not map onto the layout"
+    raise ConfigError(
+        f"task {task} does not fit the pretrained model's padded layout ({problem}); "
+        "fine-tune on tasks whose domains the pretraining data covered, or pretrain with them"
+    )
+
+
+def layout_to_dict(layout: PaddedLayout) -> dict[str, Any]:
+    """Plain lists and numbers (weights_only-loadable)."""
+    return {
+        "slots": [[name, start, width] for name, start, width in layout.slots],
+        "action_dim": layout.action_dim,
+        "slot_low": list(layout.slot_low),
+        "slot_high": list(layout.slot_high),
+    }
+
+
+def layout_from_dict(data: Mapping[str, Any]) -> PaddedLayout:
+    return PaddedLayout(
+        slots=tuple((str(n), int(s), int(w)) for n, s, w in data["slots"]),
+        action_dim=int(data["action_dim"]),
+        slot_low=tuple(float(x) for x in data["slot_low"]),
+        slot_high=tuple(float(x) for x in data["slot_high"]),
+    )
+
+
+class SpaceMap:
+    """Moves one task's observations from the space its env shows into a layout, and cuts the
+    layout-wide actions back to the env's width.
+
+    Args:
+        task: the task's name.
+        layout: the pretrained model's layout (the target).
+        source: the layout the env pads into (a mixed sequence's), or None for native
+            observations.
+        env_action_dim: the width of actions the env takes.
+    """
+
+    def __init__(
+        self, task: str, layout: PaddedLayout, source: PaddedLayout | None, env_action_dim: int
+    ) -> None:
+        self.target = fit_positions(layout, task)
+        self.source = (
+            np.arange(len(self.target)) if source is None else source.positions(task)
+        ).astype(np.int64)
+        self.observation_dim = layout.observation_dim
+        self.env_action_dim = env_action_dim
+
+    def observations(self, observations: np.ndarray) -> np.ndarray:
+        """(..., env obs) -> (..., layout obs), zeros outside the task's slots."""
+        observations = np.asarray(observations, dtype=np.float32)
+        out = np.zeros((*observations.shape[:-1], self.observation_dim), dtype=np.float32)
+        out[..., self.target] = observations[..., self.source]
+        return out
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return np.asarray(action)[: self.env_action_dim]
+
+
+def layout_episodes(
+    episodes: list[dict[str, Any]], task: str, layout: PaddedLayout
+) -> list[dict[str, Any]]:
+    """Native episodes of ``task`` (`memory.datasets.load_episodes`) in ``layout``'s space:
+    observations in the task's slots, actions zero-padded to the layout's width."""
+    space = SpaceMap(task, layout, None, layout.action_dim)
+    out = []
+    for episode in episodes:
+        actions = np.zeros((episode["actions"].shape[0], layout.action_dim), dtype=np.float32)
+        actions[:, : episode["actions"].shape[1]] = episode["actions"]
+        out.append(
+            {
+                **episode,
+                "observations": space.observations(episode["observations"]),
+                "actions": actions,
+            }
+        )
+    return out
+
+
+def scale_episodes(episodes: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
+    """Copies of ``episodes`` with rewards (and returns-to-go) divided by ``scale``."""
+    scaled = []
+    for episode in episodes:
+        episode = dict(episode, rewards=np.asarray(episode["rewards"], dtype=np.float64) / scale)
+        if episode.get("returns_to_go") is not None:
+            episode["returns_to_go"] = np.asarray(episode["returns_to_go"]) / scale
+        scaled.append(episode)
+    return scaled
+
+
+# --- the pretrained checkpoint ------------------------------------------------------------------
+
+
+@dataclass
+class PretrainedModel:
+    """A pretrained multi-domain Decision Transformer, as ``crl pretrain`` saves it."""
+
+    config: DTConfig
+    """The model's hyperparameters (memory none, reward tokens, reward_scale 1)."""
+    layout: PaddedLayout
+    """The padded space of observations and actions."""
+    tasks: list[str]
+    """Pretraining tasks."""
+    target_returns: list[float]
+    """Per pretraining task, the best return in its data, already divided by its scale."""
+    state_dict: dict[str, Tensor]
+    """The model's weights."""
+    updates: int = 0
+    """Gradient updates of pretraining."""
+    preset: str = ""
+    """The model size preset (small, paper) or empty."""
+
+    def to_dict(self) -> dict[str, Any]:
+        config = self.config.to_dict()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": config,
+            "layout": layout_to_dict(self.layout),
+            "tasks": list(self.tasks),
+            "target_returns": [float(x) for x in self.target_returns],
+            "model": self.state_dict,
+            "updates": int(self.updates),
+            "preset": self.preset,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(self.to_dict(), temporary)
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PretrainedModel:
+        """Read a checkpoint (``weights_only=True``: tensors and plain values only)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no pretrained checkpoint at {path}; make one with crl pretrain")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{path} is not a crl pretrain checkpoint")
+        return cls(
+            config=DTConfig(**data["config"]),
+            layout=layout_from_dict(data["layout"]),
+            tasks=list(data["tasks"]),
+            target_returns=[float(x) for x in data["target_returns"]],
+            state_dict=data["model"],
+            updates=int(data["updates"]),
+            preset=str(data["preset"]),
+        )
+
+
+# --- fine-tuning options ----------------------------------------------------------------------
+
+
+@dataclass
+class L2MConfig:
+    """Continual fine-tuning of a pretrained model (``crl train --agent l2m``)."""
+
+    pretrained: str = ""
+    """Checkpoint of crl pretrain (its .pt file) to fine-tune (agent l2m)."""
+    modulator: str = "lora"
+    """Pool modulator: lora (rank 8, alpha 16) or ia3."""
+    l2m_mode: str = "l2m"
+    """l2m (modulation pool), shared-lora (one modulator for all tasks), oracle (one modulator
+    per task picked by task id), or full (full fine-tuning, nothing frozen)."""
+    pool_size: int = 30
+    """Entries of the modulation pool (mode l2m)."""
+    pretrain_eval_tasks: int = 0
+    """Pretraining tasks (an even sample) also evaluated before fine-tuning and at every task
+    end, to measure retention of pretraining (results.json pretrain_retention)."""
+    l2m_learning_rate: float = 1e-3
+    """Adam learning rate of fine-tuning (pool modes; full fine-tuning uses AdamW)."""
+    l2m_batch_size: int = 16
+    """Episodes per fine-tuning batch."""
+    l2m_warmup: int = 100
+    """Updates of linear learning-rate warmup from each task's fresh optimizer."""
+
+    def __post_init__(self) -> None:
+        if self.modulator not in ("lora", "ia3"):
+            raise ConfigError(f"modulator must be lora or ia3, got {self.modulator!r}")
+        if self.l2m_mode not in MODES:
+            raise ConfigError(f"l2m_mode must be one of {', '.join(MODES)}, got {self.l2m_mode!r}")
+        if self.pool_size < 1 or self.pretrain_eval_tasks < 0 or self.l2m_batch_size < 1:
+            raise ConfigError("pool_size and l2m_batch_size must be >= 1, pretrain_eval_tasks >= 0")
+        if not self.l2m_learning_rate > 0 or self.l2m_warmup < 0:
+            raise ConfigError("l2m_learning_rate must be positive and l2m_warmup >= 0")
+
+    def modulation(self, num_tasks: int) -> ModulationConfig | None:
+        """The pool's configuration for a run of ``num_tasks`` tasks; None in mode full."""
+        if self.l2m_mode == "full":
+            return None
+        if self.l2m_mode == "shared-lora":
+            return ModulationConfig.single(self.modulator)
+        if self.l2m_mode == "oracle":
+            return ModulationConfig.per_task(num_tasks, self.modulator)
+        return ModulationConfig(kind=self.modulator, pool_size=self.pool_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the agent --------------------------------------------------------------------------------
+
+
+class L2MAgent(DecisionTransformerAgent):
+    """A pretrained Decision Transformer fine-tuned continually through a modulation pool.
+
+    Same interface as `DecisionTransformerAgent` (``on_task_start``, ``learn_updates``,
+    ``start_episode``/``act``/``observe_reward``, ``training_state``), in the pretrained
+    layout's space: observations and actions of every task must already be in it
+    (`layout_episodes`, `SpaceMap`).
+
+    Args:
+        pretrained: the checkpoint.
+        num_tasks: task indices the agent trains or acts on; indices from ``pool_tasks`` on
+            are acted on only (retention of pretraining tasks): the oracle has no entry for
+            them and runs the bare pretrained model.
+        pool_tasks: tasks that are fine-tuned (the oracle's pool size); default num_tasks.
+        config: the fine-tuning options.
+        episodes_of: task index -> its episodes in the layout's space, rewards unscaled.
+        reward_scales: per task index, its domain's scale (`reward_scale_of`).
+        target_returns: returns to act for (already divided by the task's scale, as
+            `PretrainedModel.target_returns`), for tasks whose data is not at hand.
+        seed, device: as `DecisionTransformerAgent`.
+    """
+
+    def __init__(
+        self,
+        pretrained: PretrainedModel,
+        num_tasks: int,
+        config: L2MConfig,
+        episodes_of: Callable[[int], list[dict]],
+        reward_scales: Sequence[float],
+        target_returns: Mapping[int, float] | None = None,
+        pool_tasks: int | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if len(reward_scales) != num_tasks:
+            raise ConfigError(f"{len(reward_scales)} reward scales for {num_tasks} tasks")
+        self.l2m = config
+        self.reward_scales = [float(s) for s in reward_scales]
+        self.pool_tasks = num_tasks if pool_tasks is None else pool_tasks
+        self._raw_episodes_of = episodes_of
+        full = config.l2m_mode == "full"
+        dt_config = replace(
+            pretrained.config,
+            reward_scale=1.0,  # applied per task by this agent
+            target_return=None,
+            learning_rate=config.l2m_learning_rate,
+            batch_size=config.l2m_batch_size,
+            warmup=config.l2m_warmup,
+            weight_decay=pretrained.config.weight_decay if full else 0.0,
+            reset_optimizer=True,
+        )
+        self.pool: ModulationPool | None = None
+        super().__init__(
+            pretrained.layout.observation_dim,
+            pretrained.layout.action_dim,
+            num_tasks,
+            dt_config,
+            episodes_of=self._scaled_episodes,
+            seed=seed,
+            device=device,
+        )
+        self.model.load_state_dict(pretrained.state_dict)
+        modulation = config.modulation(self.pool_tasks)
+        if modulation is not None:
+            generator = torch.Generator().manual_seed(seed)
+            self.pool = ModulationPool.from_model(self.model, modulation, generator=generator)
+            attach_pool(self.model, self.pool)
+        self.optimizer = self._fresh_optimizer()
+        for task, value in (target_returns or {}).items():
+            self._target_returns[int(task)] = float(value)
+        self._selection: Tensor | None = None  # (B, k) entries of the training batch's rows
+        self._query: Tensor | None = None  # (B, d) their queries (for the pull loss)
+        self._restoring = False
+        self._act_states: list[Tensor] = []
+        self._act_selection: Tensor | None = None
+        self.merge_for_acting = True
+        """Act with the selected entry merged into a plain model's weights (False: the
+        per-sample modulation training uses; same outputs up to float rounding)."""
+        self.merged_cache = 4
+        """Entries whose merged weights are kept (most recently used)."""
+        self._acting_model: DecisionTransformer | None = None
+        self._acting_key: tuple[int, ...] | None = ()  # () = nothing merged yet
+        self._merged: dict[tuple[int, ...] | None, dict[str, tuple[Tensor, Tensor | None]]] = {}
+
+    # -- pieces ----------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.l2m.l2m_mode
+
+    def _scaled_episodes(self, task: int) -> list[dict]:
+        return scale_episodes(self._raw_episodes_of(task), self.reward_scales[task])
+
+    def _fresh_optimizer(self) -> torch.optim.Optimizer:
+        if getattr(self, "pool", None) is None:  # full fine-tuning, or before the pool exists
+            return super()._fresh_optimizer()
+        return torch.optim.Adam(trainable_parameters(self.model), lr=self.config.learning_rate)
+
+    def entry_share(self) -> float | None:
+        """Trainable parameters per task (one pool entry) / parameters of the base model."""
+        return None if self.pool is None else parameter_share(self.pool, self.model)
+
+    @torch.no_grad()
+    def _query_of(self, states: Tensor, mask: Tensor | None) -> Tensor:
+        return state_query(self.model.embed_state(states), mask)
+
+    def _select(self, query: Tensor, task: int, training: bool) -> Tensor | None:
+        """(B, k) entries for queries (B, d) on ``task``; None = the bare model."""
+        assert self.pool is not None
+        batch = query.shape[0]
+        if self.mode == "oracle":
+            if task >= self.pool_tasks:
+                return None
+            return self.pool.select_by_task(task, batch)
+        return self.pool.select(query, training=training)
+
+    # -- training ----------------------------------------------------------------------------
+    def on_task_end(self, task_index: int) -> None:
+        """Fold the task's pool usage into the usage penalty; drop its data."""
+        super().on_task_end(task_index)
+        if self.pool is not None:
+            self.pool.end_task()
+        self._selection, self._query = None, None
+
+    def _sample_batch(self, episodes: Tensor | None = None) -> _Batch:
+        batch = super()._sample_batch(episodes)
+        if self.pool is not None and not self._restoring:
+            assert self.current_task is not None
+            first = slice(0, self.config.context)
+            self._query = self._query_of(batch.states[:, first], batch.valid[:, first])
+            self._selection = self._select(self._query, self.current_task, training=True)
+            self.pool.active = self._selection
+        return batch
+
+    def _loss(self, outputs: Tensor, actions: Tensor, valid: Tensor) -> tuple[Tensor, float | None]:
+        loss, accuracy = super()._loss(outputs, actions, valid)
+        pool = self.pool
+        if pool is not None and pool.config.pull_coef > 0 and self._selection is not None:
+            assert self._query is not None
+            loss = loss + pool.pull_loss(self._query, self._selection)
+        return loss, accuracy
+
+    # -- acting ------------------------------------------------------------------------------
+    def start_episode(self, task_index: int) -> None:
+        super().start_episode(task_index)
+        self._act_states, self._act_selection = [], None
+
+    def observe_reward(self, reward: float) -> None:
+        """The env's reward of the last action (unscaled; divided by the task's scale here)."""
+        super().observe_reward(float(reward) / self.reward_scales[self._act_task])
+
+    @torch.no_grad()
+    def _advance(self, observation: np.ndarray) -> Tensor:
+        pool = self.pool
+        if pool is None:
+            return super()._advance(observation)
+        if self._act_step < self.config.context:
+            state = torch.as_tensor(np.asarray(observation), dtype=torch.float32)
+            self._act_states.append(state.to(self.device))
+            query = self._query_of(torch.stack(self._act_states)[None], None)
+            self._act_selection = self._select(query, self._act_task, training=False)
+        if self.merge_for_acting:
+            # One plain model with the selected entry folded into its weights: acting costs
+            # what the frozen base costs once the selection is held.
+            model, self.model = self.model, self._acting_model_for(self._act_selection)
+            try:
+                return super()._advance(observation)
+            finally:
+                self.model = model
+        if self._act_selection is None:
+            with pool.disabled():
+                return super()._advance(observation)
+        with pool.selected(self._act_selection):
+            return super()._advance(observation)
+
+    def _acting_model_for(self, selection: Tensor | None) -> DecisionTransformer:
+        """The plain acting model with ``selection``'s (1, k) entries merged into its weights
+        (None: the bare pretrained weights); merged weights of the last few entries are kept
+        until the pool changes."""
+        key = None if selection is None else tuple(int(i) for i in selection[0].tolist())
+        model = self._acting_model
+        if model is None:
+            model = DecisionTransformer(self.observation_dim, self.action_dim, self.config)
+            base = {k: v for k, v in self.model.state_dict().items()
+                    if not k.startswith("modulation_pool.")}  # fmt: skip
+            model.load_state_dict(base)
+            self._acting_model, self._acting_key = model.to(self.device).eval(), ()
+        if key == self._acting_key:
+            return model
+        weights = self._merged.pop(key, None)
+        if weights is None:
+            weights = self._merge(key)
+        self._merged[key] = weights  # most recently used last
+        while len(self._merged) > self.merged_cache:
+            self._merged.pop(next(iter(self._merged)))
+        for name, (weight, bias) in weights.items():
+            linear = model.get_submodule(name)
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
+        self._acting_key = key
+        return model
+
+    def _merge(self, key: tuple[int, ...] | None) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """Weight and bias of every modulated Linear with entries ``key`` folded in: LoRA
+        W + (alpha / r) mean_k B_k A_k; (IA)^3 rows (output sites, and the bias) or columns
+        (input sites) scaled by the mean of the selected vectors. Same function as the
+        per-sample modulation up to float rounding."""
+        pool = self.pool
+        assert pool is not None
+        index = None if key is None else torch.tensor(key, device=self.device)
+        merged = {}
+        for name, module in self.model.named_modules():
+            if not isinstance(module, ModulatedLinear):
+                continue
+            weight, bias = module.weight.detach(), module.bias
+            bias = None if bias is None else bias.detach()
+            if index is not None:
+                site, layer = module.site.replace(".", "_"), module.block_index
+                if pool.config.kind == "lora":
+                    a = pool.lora_a[site][index, layer]  # (k, r, in)
+                    b = pool.lora_b[site][index, layer]  # (k, out, r)
+                    weight = weight + (b @ a).mean(0) * pool.config.lora_scaling
+                else:
+                    vector = pool.ia3[site][index, layer].mean(0)
+                    if module.scales_input:
+                        weight = weight * vector[None, :]
+                    else:
+                        weight = weight * vector[:, None]
+                        bias = None if bias is None else bias * vector
+            merged[name] = (weight.clone(), None if bias is None else bias.clone())
+        return merged
+
+    def _forget_merged(self) -> None:
+        """The pool (or the model) changed: merged acting weights are stale."""
+        self._merged.clear()
+        self._acting_key = ()
+
+    def _update(self) -> None:
+        self._forget_merged()
+        super()._update()
+
+    def acting_entry(self) -> int | None:
+        """The pool entry the running episode acts with (top-1), None for the bare model."""
+        selection = self._act_selection
+        return None if selection is None else int(selection[0, 0])
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        state = super().training_state()
+        state["l2m"] = {"selection": self._selection, "query": self._query}
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self._restoring = True  # the batch in progress keeps the entries it was given
+        try:
+            super().load_training_state(state)
+        finally:
+            self._restoring = False
+        self._selection, self._query = state["l2m"]["selection"], state["l2m"]["query"]
+        self._acting_model = None  # rebuilt from the restored weights
+        self._forget_merged()
+        if self.pool is not None:
+            self.pool.active = self._selection
+
+
+__all__ = [
+    "DOMAIN_REWARD_SCALES",
+    "MODES",
+    "L2MAgent",
+    "L2MConfig",
+    "PretrainedModel",
+    "SpaceMap",
+    "fit_positions",
+    "layout_episodes",
+    "reward_scale_of",
+    "scale_episodes",
+]
