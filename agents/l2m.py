@@ -406,6 +406,7 @@ class L2MAgent(DecisionTransformerAgent):
         self._acting_model: DecisionTransformer | None = None
         self._acting_key: tuple[int, ...] | None = ()  # () = nothing merged yet
         self._merged: dict[tuple[int, ...] | None, dict[str, tuple[Tensor, Tensor | None]]] = {}
+        self._modulated: list[tuple[str, ModulatedLinear]] | None = None
 
     # -- pieces ----------------------------------------------------------------------------
     @property
@@ -483,9 +484,13 @@ class L2MAgent(DecisionTransformerAgent):
             self._act_states.append(state.to(self.device))
             query = self._query_of(torch.stack(self._act_states)[None], None)
             self._act_selection = self._select(query, self._act_task, training=False)
-        if self.merge_for_acting:
+        selection = self._act_selection
+        key = None if selection is None else tuple(int(i) for i in selection[0].tolist())
+        held = self._act_step >= self.config.context - 1  # the selection is final
+        if self.merge_for_acting and (held or key == self._acting_key or key in self._merged):
             # One plain model with the selected entry folded into its weights: acting costs
-            # what the frozen base costs once the selection is held.
+            # what the frozen base costs. Preliminary selections (the first context - 1
+            # steps, which may change every step) merge only when already merged once.
             model, self.model = self.model, self._acting_model_for(self._act_selection)
             try:
                 return super()._advance(observation)
@@ -529,30 +534,44 @@ class L2MAgent(DecisionTransformerAgent):
         """Weight and bias of every modulated Linear with entries ``key`` folded in: LoRA
         W + (alpha / r) mean_k B_k A_k; (IA)^3 rows (output sites, and the bias) or columns
         (input sites) scaled by the mean of the selected vectors. Same function as the
-        per-sample modulation up to float rounding."""
+        per-sample modulation up to float rounding. ``key`` None: the frozen base weights."""
         pool = self.pool
         assert pool is not None
-        index = None if key is None else torch.tensor(key, device=self.device)
-        merged = {}
-        for name, module in self.model.named_modules():
-            if not isinstance(module, ModulatedLinear):
-                continue
+        if self._modulated is None:
+            self._modulated = [
+                (name, module)
+                for name, module in self.model.named_modules()
+                if isinstance(module, ModulatedLinear)
+            ]
+        merged: dict[str, tuple[Tensor, Tensor | None]] = {}
+        if key is None:
+            for name, module in self._modulated:
+                merged[name] = (module.weight, module.bias)
+            return merged
+        index = torch.tensor(key, device=self.device)
+        # One op per site for all layers at once: (layers, out, in) deltas or (layers, width)
+        # scales.
+        per_site = {}
+        for site in pool.config.sites:
+            name = site.replace(".", "_")
+            if pool.config.kind == "lora":
+                scaling = pool.config.lora_scaling / len(key)
+                b, a = pool.lora_b[name][index], pool.lora_a[name][index]
+                per_site[site] = torch.einsum("klor,klri->loi", b, a) * scaling
+            else:
+                per_site[site] = pool.ia3[name][index].mean(0)
+        for name, module in self._modulated:
+            change = per_site[module.site][module.block_index].detach()
             weight, bias = module.weight.detach(), module.bias
             bias = None if bias is None else bias.detach()
-            if index is not None:
-                site, layer = module.site.replace(".", "_"), module.block_index
-                if pool.config.kind == "lora":
-                    a = pool.lora_a[site][index, layer]  # (k, r, in)
-                    b = pool.lora_b[site][index, layer]  # (k, out, r)
-                    weight = weight + (b @ a).mean(0) * pool.config.lora_scaling
-                else:
-                    vector = pool.ia3[site][index, layer].mean(0)
-                    if module.scales_input:
-                        weight = weight * vector[None, :]
-                    else:
-                        weight = weight * vector[:, None]
-                        bias = None if bias is None else bias * vector
-            merged[name] = (weight.clone(), None if bias is None else bias.clone())
+            if pool.config.kind == "lora":
+                weight = weight + change
+            elif module.scales_input:
+                weight = weight * change[None, :]
+            else:
+                weight = weight * change[:, None]
+                bias = None if bias is None else bias * change
+            merged[name] = (weight, bias)
         return merged
 
     def _forget_merged(self) -> None:

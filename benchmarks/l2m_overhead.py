@@ -1,11 +1,14 @@
 """What L2M's modulation costs: acting latency, trainable parameters per task, pretraining speed.
 
 1. Inference latency of the modulated model against the frozen base it modulates, on the same
-   inputs: one online episode step (`act`, what evaluation does at every env step; the query
-   and selection of the first ``context`` steps included) and one training-shaped forward
-   (B episodes x ``context`` steps). Base and modulated runs alternate round by round so that
-   machine noise hits both alike; each measurement is the mean over repetitions and the
-   table shows the median over rounds and the ratio. Target: modulated / base <= 1.10.
+   inputs: a 200-step online episode (`act` at every env step, as evaluation does; the query
+   and selection of the first ``context`` steps included), those first ``context`` steps alone
+   (where the preliminary selection runs the per-sample modulation and the held one is
+   merged into the weights, agents/l2m.py), and one training-shaped forward with per-sample
+   entries (16 episodes x ``context`` steps, no merging possible). Base and modulated runs
+   alternate round by round so that machine noise hits both alike; each measurement is the
+   mean over repetitions and the table shows the median over rounds and the ratio. Target:
+   modulated / base <= 1.10.
 2. Trainable parameters per task (one pool entry: key + the modulators of every block) as a
    share of the base model. Target: <= 2%.
 3. Pretraining throughput of a preset (samples/s, a sample = one timestep of one episode
@@ -33,6 +36,7 @@ from envs.padding import build_layout
 from experiments.pretrain import PRESETS
 
 EPISODE_STEPS = 200
+"""Steps of synthetic episodes and of the timed acting episode (Meta-World's length)."""
 
 
 def synthetic_episodes(count: int, observation_dim: int, action_dim: int, seed: int = 0) -> list:
@@ -129,8 +133,10 @@ def latency(model: str, rounds: int, steps: int, repeats: int) -> None:
     }
     observations = np.random.default_rng(1).normal(size=(steps, pretrained.layout.observation_dim))
     observations = observations.astype(np.float32)
+    context = pretrained.config.context
     kinds = {
         f"act ({steps}-step episode)": lambda agent: acting_episode(agent, observations),
+        f"act (first {context} steps)": lambda agent: acting_episode(agent, observations[:context]),
         "forward (16 x context)": lambda agent: segment_forward(agent, 16),
     }
     print(f"\n{model}: latency, median over {rounds} interleaved rounds (1 thread)")
@@ -190,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
-    steps = 20 if args.quick else 50
+    steps = 50 if args.quick else EPISODE_STEPS
     latency(args.model, rounds, steps, repeats=2 if args.quick else 5)
     throughput(args.model, updates=20 if args.quick else 100)
 
