@@ -3,6 +3,7 @@ modulation pool, and both through the command line (toy tasks, seconds each)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -282,3 +283,22 @@ def test_acting_with_merged_weights_matches_the_per_sample_modulation(
     agent.on_task_start(0)
     agent.learn_updates(1)
     assert not agent._merged
+
+
+def test_a_restored_agent_continues_exactly_where_it_stopped(
+    checkpoint: Path, data_dir: Path
+) -> None:
+    straight = make_agent(checkpoint, data_dir)
+    fine_tune(straight, updates=3)  # task 0 ended: its usage now steers task 1
+    straight.on_task_start(1)
+    straight.learn_updates(3)
+    buffer = io.BytesIO()
+    torch.save(straight.training_state(), buffer)  # as the runner's checkpoint does
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    straight.learn_updates(4)
+    resumed = make_agent(checkpoint, data_dir)
+    resumed.load_training_state(saved)
+    resumed.learn_updates(4)
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
