@@ -31,9 +31,17 @@ every step; holding it makes them agree after the first ``context`` steps.
 
 Modes (`MODES`): ``l2m`` the pool (30 entries, top-1, usage penalty, key pull loss),
 ``shared-lora`` one modulator trained on every task, ``oracle`` one modulator per task picked
-by the task id, ``full`` full fine-tuning of every weight (the forgetting baseline). Pool modes
-freeze everything outside the pool and train it with a fresh Adam per task and no weight decay
-(entries another task selected then stay bit-identical); ``full`` uses AdamW as pretraining.
+by the task id, ``full`` full fine-tuning of every weight (the forgetting baseline), ``ewc``
+full fine-tuning plus Elastic Weight Consolidation. Pool modes freeze everything outside the
+pool and train it with a fresh Adam per task and no weight decay (entries another task selected
+then stay bit-identical); ``full`` and ``ewc`` use AdamW as pretraining.
+
+EWC (mode ``ewc``): at each task end the diagonal Fisher of the action-token cross-entropy is
+estimated on that task's data, ``ewc_fisher_batches`` consecutive training segments (the
+squared gradient of each segment's mean loss: a batch-level empirical Fisher, cheaper than
+per-sample gradients and the usual approximation at this scale); Fishers add up over tasks and
+the anchor is the weights at the last task end; the loss gains ewc_coef * sum F (w - anchor)^2.
+L2P (prompt pools) is not implemented.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ from envs.tasks import canonical_task_name, task_domain
 DOMAIN_REWARD_SCALES: dict[str, float] = {"metaworld": 200.0, "dmc": 100.0}
 """Returns and rewards are divided by these (L2M); other domains (toy, recall) use 1."""
 
-MODES: tuple[str, ...] = ("l2m", "shared-lora", "oracle", "full")
+MODES: tuple[str, ...] = ("l2m", "shared-lora", "oracle", "full", "ewc")
 """Valid `L2MConfig.l2m_mode` values."""
 
 CHECKPOINT_FORMAT = "crlgym-pretrained-dt-v1"
@@ -283,7 +291,8 @@ class L2MConfig:
     """Pool modulator: lora (rank 8, alpha 16) or ia3."""
     l2m_mode: str = "l2m"
     """l2m (modulation pool), shared-lora (one modulator for all tasks), oracle (one modulator
-    per task picked by task id), or full (full fine-tuning, nothing frozen)."""
+    per task picked by task id), full (full fine-tuning, nothing frozen) or ewc (full
+    fine-tuning with Elastic Weight Consolidation)."""
     pool_size: int = 30
     """Entries of the modulation pool (mode l2m)."""
     pretrain_eval_tasks: int = 0
@@ -295,6 +304,10 @@ class L2MConfig:
     """Episodes per fine-tuning batch."""
     l2m_warmup: int = 100
     """Updates of linear learning-rate warmup from each task's fresh optimizer."""
+    ewc_coef: float = 1e4
+    """EWC penalty weight (mode ewc): loss + ewc_coef * sum F (w - w_previous_tasks)^2."""
+    ewc_fisher_batches: int = 20
+    """Training segments whose squared gradients estimate a task's Fisher (mode ewc)."""
 
     def __post_init__(self) -> None:
         if self.modulator not in ("lora", "ia3"):
@@ -305,10 +318,12 @@ class L2MConfig:
             raise ConfigError("pool_size and l2m_batch_size must be >= 1, pretrain_eval_tasks >= 0")
         if not self.l2m_learning_rate > 0 or self.l2m_warmup < 0:
             raise ConfigError("l2m_learning_rate must be positive and l2m_warmup >= 0")
+        if self.ewc_coef < 0 or self.ewc_fisher_batches < 1:
+            raise ConfigError("ewc_coef must be >= 0 and ewc_fisher_batches >= 1")
 
     def modulation(self, num_tasks: int) -> ModulationConfig | None:
-        """The pool's configuration for a run of ``num_tasks`` tasks; None in mode full."""
-        if self.l2m_mode == "full":
+        """The pool's configuration for a run of ``num_tasks`` tasks; None in modes full, ewc."""
+        if self.l2m_mode in ("full", "ewc"):
             return None
         if self.l2m_mode == "shared-lora":
             return ModulationConfig.single(self.modulator)
@@ -363,7 +378,7 @@ class L2MAgent(DecisionTransformerAgent):
         self.reward_scales = [float(s) for s in reward_scales]
         self.pool_tasks = num_tasks if pool_tasks is None else pool_tasks
         self._raw_episodes_of = episodes_of
-        full = config.l2m_mode == "full"
+        full = config.l2m_mode in ("full", "ewc")
         dt_config = replace(
             pretrained.config,
             reward_scale=1.0,  # applied per task by this agent
@@ -407,6 +422,8 @@ class L2MAgent(DecisionTransformerAgent):
         self._acting_key: tuple[int, ...] | None = ()  # () = nothing merged yet
         self._merged: dict[tuple[int, ...] | None, dict[str, tuple[Tensor, Tensor | None]]] = {}
         self._modulated: list[tuple[str, ModulatedLinear]] | None = None
+        self._fisher: dict[str, Tensor] | None = None  # EWC: summed diagonal Fishers
+        self._anchor: dict[str, Tensor] | None = None  # EWC: weights at the last task end
 
     # -- pieces ----------------------------------------------------------------------------
     @property
@@ -441,7 +458,10 @@ class L2MAgent(DecisionTransformerAgent):
 
     # -- training ----------------------------------------------------------------------------
     def on_task_end(self, task_index: int) -> None:
-        """Fold the task's pool usage into the usage penalty; drop its data."""
+        """Fold the task's pool usage into the usage penalty (EWC: its Fisher into the
+        penalty); drop its data."""
+        if self.mode == "ewc":
+            self._consolidate()
         super().on_task_end(task_index)
         if self.pool is not None:
             self.pool.end_task()
@@ -457,8 +477,53 @@ class L2MAgent(DecisionTransformerAgent):
             self.pool.active = self._selection
         return batch
 
+    def _consolidate(self) -> None:
+        """Add the current task's diagonal Fisher to the EWC penalty; anchor at the weights."""
+        params = dict(self.model.named_parameters())
+        fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+        batches, context = self.l2m.ewc_fisher_batches, self.config.context
+        batch, start, state = None, 0, None
+        self.model.train()
+        for _ in range(batches):
+            if batch is None or start >= batch.valid.shape[1]:
+                batch, start = self._sample_batch(), 0
+                state = self.model.initial_context(batch.valid.shape[0], self.device)
+            assert state is not None
+            window = slice(start, start + context)
+            outputs, state = self.model.segment(
+                batch.returns_to_go[:, window], batch.states[:, window],
+                batch.actions[:, window], batch.rewards[:, window], start, state,
+            )  # fmt: skip
+            state = state.detach()
+            # The task loss alone, without the penalty of earlier tasks.
+            loss, _ = DecisionTransformerAgent._loss(
+                self, outputs, batch.actions[:, window], batch.valid[:, window]
+            )
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            for name, grad in zip(params, grads, strict=True):
+                if grad is not None:
+                    fisher[name] += grad.detach().square() / batches
+            start += context
+        if self._fisher is not None:
+            fisher = {name: value + self._fisher[name] for name, value in fisher.items()}
+        self._fisher = fisher
+        self._anchor = {name: p.detach().clone() for name, p in params.items()}
+
+    def ewc_penalty(self) -> Tensor | None:
+        """ewc_coef * sum F (w - anchor)^2 over every weight; None before the first task end."""
+        if self._fisher is None or self._anchor is None:
+            return None
+        total = sum(
+            (self._fisher[name] * (p - self._anchor[name]).square()).sum()
+            for name, p in self.model.named_parameters()
+        )
+        return self.l2m.ewc_coef * total  # type: ignore[return-value]
+
     def _loss(self, outputs: Tensor, actions: Tensor, valid: Tensor) -> tuple[Tensor, float | None]:
         loss, accuracy = super()._loss(outputs, actions, valid)
+        penalty = self.ewc_penalty() if self.mode == "ewc" else None
+        if penalty is not None:
+            loss = loss + penalty
         pool = self.pool
         if pool is not None and pool.config.pull_coef > 0 and self._selection is not None:
             assert self._query is not None
@@ -591,7 +656,12 @@ class L2MAgent(DecisionTransformerAgent):
     # -- checkpoints -------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
         state = super().training_state()
-        state["l2m"] = {"selection": self._selection, "query": self._query}
+        state["l2m"] = {
+            "selection": self._selection,
+            "query": self._query,
+            "fisher": self._fisher,
+            "anchor": self._anchor,
+        }
         return state
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -601,6 +671,7 @@ class L2MAgent(DecisionTransformerAgent):
         finally:
             self._restoring = False
         self._selection, self._query = state["l2m"]["selection"], state["l2m"]["query"]
+        self._fisher, self._anchor = state["l2m"]["fisher"], state["l2m"]["anchor"]
         self._acting_model = None  # rebuilt from the restored weights
         self._forget_merged()
         if self.pool is not None:

@@ -134,7 +134,9 @@ class TrainConfig:
         """What reports group runs by: the method (SAC) or dt-<memory>."""
         if self.agent == "l2m":
             mode = self.l2m.l2m_mode
-            return "l2m-full" if mode == "full" else f"l2m-{mode}-{self.l2m.modulator}"
+            if mode in ("full", "ewc"):
+                return f"l2m-{mode}"
+            return f"l2m-{mode}-{self.l2m.modulator}"
         return f"dt-{self.dt.memory}" if self.agent == "dt" else self.method
 
     @property

@@ -302,3 +302,53 @@ def test_a_restored_agent_continues_exactly_where_it_stopped(
     resumed.learn_updates(4)
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_ewc_holds_the_weights_that_matter_for_earlier_tasks(
+    checkpoint: Path, data_dir: Path
+) -> None:
+    drift: dict[str, dict[str, torch.Tensor]] = {}
+    fisher: dict[str, torch.Tensor] = {}
+    for mode in ("ewc", "full"):
+        agent = make_agent(checkpoint, data_dir, l2m_mode=mode, ewc_coef=1e7, ewc_fisher_batches=6)
+        agent.on_task_start(0)
+        agent.learn_updates(6)
+        agent.on_task_end(0)
+        anchor = {n: p.detach().clone() for n, p in agent.model.named_parameters()}
+        if mode == "ewc":
+            assert agent._fisher is not None and agent._anchor is not None
+            fisher = agent._fisher
+            assert all(bool((f >= 0).all()) for f in fisher.values())
+            assert sum(float(f.sum()) for f in fisher.values()) > 0
+            penalty = agent.ewc_penalty()
+            assert penalty is not None and float(penalty.detach()) == 0.0  # at the anchor
+        else:
+            assert agent.ewc_penalty() is None
+        agent.on_task_start(1)
+        agent.learn_updates(6)
+        drift[mode] = {
+            n: (p.detach() - anchor[n]).square() for n, p in agent.model.named_parameters()
+        }
+
+    def weighted(mode: str) -> float:
+        return sum(float((fisher[n] * d).sum()) for n, d in drift[mode].items())
+
+    # Same data, same updates: the penalty keeps the Fisher-weighted drift far smaller.
+    assert weighted("ewc") < 0.5 * weighted("full"), (weighted("ewc"), weighted("full"))
+
+
+def test_l2m_options_reach_the_config() -> None:
+    from experiments.config import build_config
+
+    config = build_config(
+        {"agent": "l2m", "pretrained": "m.pt", "l2m_mode": "ewc", "ewc_coef": 5.0,
+         "modulator": "ia3", "sequence": "toy-reach-0,toy-reach-4"}
+    )  # fmt: skip
+    assert config.l2m.ewc_coef == 5.0 and config.l2m.modulator == "ia3"
+    assert config.method_label == "l2m-ewc" and config.name == "toy-reach-0+toy-reach-4-l2m-ewc-s0"
+    nested = build_config({"agent": "l2m", "l2m": {"pretrained": "m.pt", "l2m_mode": "oracle"}})
+    assert nested.method_label == "l2m-oracle-lora"
+    with pytest.raises(ConfigError, match="--pretrained"):
+        build_config({"agent": "l2m"})
+    with pytest.raises(ConfigError, match="l2m_mode"):
+        build_config({"agent": "l2m", "pretrained": "m.pt", "l2m_mode": "l2p"})
