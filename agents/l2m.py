@@ -41,7 +41,12 @@ estimated on that task's data, ``ewc_fisher_batches`` consecutive training segme
 squared gradient of each segment's mean loss: a batch-level empirical Fisher, cheaper than
 per-sample gradients and the usual approximation at this scale); Fishers add up over tasks and
 the anchor is the weights at the last task end; the loss gains ewc_coef * sum F (w - anchor)^2.
-L2P (prompt pools) is not implemented.
+
+L2P (mode ``l2p``, Wang et al. 2022 as L2M's baseline): a pool of 100 prompts of 5 learned
+tokens, each with a key; the same query picks the top 5 keys (cosine, no usage penalty) and
+their 25 tokens are prepended to the input as a prefix that every token attends to at every
+block (`PromptedDecisionTransformer`: the prefix rides in the Transformer-XL cache, so
+agents/dt.py is unchanged); keys learn through the same pull loss; everything else frozen.
 """
 
 from __future__ import annotations
@@ -54,9 +59,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from agents.dt import DecisionTransformer, DecisionTransformerAgent, DTConfig, _Batch
+from agents.dt import Context, DecisionTransformer, DecisionTransformerAgent, DTConfig, _Batch
 from agents.modulation import (
     ModulatedLinear,
     ModulationConfig,
@@ -76,7 +82,7 @@ from envs.tasks import canonical_task_name, task_domain
 DOMAIN_REWARD_SCALES: dict[str, float] = {"metaworld": 200.0, "dmc": 100.0}
 """Returns and rewards are divided by these (L2M); other domains (toy, recall) use 1."""
 
-MODES: tuple[str, ...] = ("l2m", "shared-lora", "oracle", "full", "ewc")
+MODES: tuple[str, ...] = ("l2m", "shared-lora", "oracle", "full", "ewc", "l2p")
 """Valid `L2MConfig.l2m_mode` values."""
 
 CHECKPOINT_FORMAT = "crlgym-pretrained-dt-v1"
@@ -291,15 +297,16 @@ class L2MConfig:
     """Pool modulator: lora (rank 8, alpha 16) or ia3."""
     l2m_mode: str = "l2m"
     """l2m (modulation pool), shared-lora (one modulator for all tasks), oracle (one modulator
-    per task picked by task id), full (full fine-tuning, nothing frozen) or ewc (full
-    fine-tuning with Elastic Weight Consolidation)."""
+    per task picked by task id), full (full fine-tuning, nothing frozen), ewc (full
+    fine-tuning with Elastic Weight Consolidation) or l2p (prompt pool, prefix prompts)."""
     pool_size: int = 30
     """Entries of the modulation pool (mode l2m)."""
     pretrain_eval_tasks: int = 0
     """Pretraining tasks (an even sample) also evaluated before fine-tuning and at every task
     end, to measure retention of pretraining (results.json pretrain_retention)."""
     l2m_learning_rate: float = 1e-3
-    """Adam learning rate of fine-tuning (pool modes; full fine-tuning uses AdamW)."""
+    """Peak learning rate of fine-tuning (Adam without weight decay for pools and prompts;
+    AdamW in modes full and ewc)."""
     l2m_batch_size: int = 16
     """Episodes per fine-tuning batch."""
     l2m_warmup: int = 100
@@ -308,6 +315,12 @@ class L2MConfig:
     """EWC penalty weight (mode ewc): loss + ewc_coef * sum F (w - w_previous_tasks)^2."""
     ewc_fisher_batches: int = 20
     """Training segments whose squared gradients estimate a task's Fisher (mode ewc)."""
+    prompt_pool_size: int = 100
+    """Prompts in the L2P pool (mode l2p)."""
+    prompt_length: int = 5
+    """Tokens per L2P prompt (mode l2p)."""
+    prompt_top_k: int = 5
+    """L2P prompts selected per episode and prepended together (mode l2p)."""
 
     def __post_init__(self) -> None:
         if self.modulator not in ("lora", "ia3"):
@@ -318,12 +331,17 @@ class L2MConfig:
             raise ConfigError("pool_size and l2m_batch_size must be >= 1, pretrain_eval_tasks >= 0")
         if not self.l2m_learning_rate > 0 or self.l2m_warmup < 0:
             raise ConfigError("l2m_learning_rate must be positive and l2m_warmup >= 0")
+        if min(self.prompt_pool_size, self.prompt_length, self.prompt_top_k) < 1:
+            raise ConfigError("prompt_pool_size, prompt_length and prompt_top_k must be >= 1")
+        if self.prompt_top_k > self.prompt_pool_size:
+            raise ConfigError("prompt_top_k must not exceed prompt_pool_size")
         if self.ewc_coef < 0 or self.ewc_fisher_batches < 1:
             raise ConfigError("ewc_coef must be >= 0 and ewc_fisher_batches >= 1")
 
     def modulation(self, num_tasks: int) -> ModulationConfig | None:
-        """The pool's configuration for a run of ``num_tasks`` tasks; None in modes full, ewc."""
-        if self.l2m_mode in ("full", "ewc"):
+        """The pool's configuration for a run of ``num_tasks`` tasks; None in modes full, ewc
+        and l2p (which has a prompt pool instead)."""
+        if self.l2m_mode in ("full", "ewc", "l2p"):
             return None
         if self.l2m_mode == "shared-lora":
             return ModulationConfig.single(self.modulator)
@@ -333,6 +351,93 @@ class L2MConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- L2P: a prompt pool ------------------------------------------------------------------------
+
+
+class PromptPool(nn.Module):
+    """L2P's prompts: ``keys`` (size, d) and ``prompts`` (size, length, d), uniform in [-1, 1]
+    (block inputs are LayerNorm outputs, of that order)."""
+
+    def __init__(
+        self, size: int, length: int, top_k: int, d_model: int, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.top_k, self.pull_coef = top_k, 0.5
+        self.keys = nn.Parameter(torch.rand(size, d_model, generator=generator) * 2 - 1)
+        self.prompts = nn.Parameter(torch.rand(size, length, d_model, generator=generator) * 2 - 1)
+
+    def select(self, query: Tensor) -> Tensor:
+        """(B, top_k) prompts whose keys are most similar (cosine) to queries (B, d)."""
+        with torch.no_grad():
+            scores = F.normalize(query, dim=-1) @ F.normalize(self.keys, dim=-1).T
+            return scores.topk(self.top_k, dim=1).indices
+
+    def tokens(self, indices: Tensor) -> Tensor:
+        """(B, top_k * length, d) the selected prompts' tokens, in selection order."""
+        return self.prompts[indices].flatten(1, 2)
+
+    def pull_loss(self, query: Tensor, indices: Tensor) -> Tensor:
+        """-pull_coef * mean cos(query, chosen keys); only the keys move."""
+        chosen = F.normalize(self.keys[indices], dim=-1)
+        return (
+            -self.pull_coef * (chosen * F.normalize(query.detach(), dim=-1)[:, None]).sum(-1).mean()
+        )
+
+
+class PromptedDecisionTransformer(DecisionTransformer):
+    """A Decision Transformer whose every forward sees a prefix of prompt tokens.
+
+    The selected prompts (``prompt_selection``, (B, k) or (1, k) indices into
+    ``prompt_pool``) are the block-0 inputs of the prefix; the prefix's inputs to later blocks
+    come from running it through the earlier blocks (it attends to itself only). They enter
+    `DecisionTransformer.run` as extra cached tokens at position -1 and a far-future step, so
+    the causal and local masks let every token attend to them, and are stripped from the
+    context `run` returns (each call prepends them afresh, with the current prompts).
+    """
+
+    def __init__(self, observation_dim: int, action_dim: int, config: DTConfig) -> None:
+        super().__init__(observation_dim, action_dim, config)
+        self.prompt_pool: PromptPool | None = None  # becomes a submodule once assigned
+        self.prompt_selection: Tensor | None = None
+
+    def run(
+        self,
+        tokens: Tensor,
+        steps: Tensor,
+        positions: Tensor,
+        state_index: Tensor,
+        context: Context,
+        episode_start: Tensor | None,
+    ) -> tuple[Tensor, Context]:
+        pool, selection = self.prompt_pool, self.prompt_selection
+        if pool is None or selection is None:
+            return super().run(tokens, steps, positions, state_index, context, episode_start)
+        prompts = pool.tokens(selection).expand(tokens.shape[0], -1, -1)
+        n, device = prompts.shape[1], tokens.device
+        everything = torch.ones(n, n, dtype=torch.bool, device=device)
+        no_states = torch.zeros(0, dtype=torch.long, device=device)
+        inputs, x = [], prompts
+        for index, block in enumerate(self.blocks):
+            inputs.append(x)
+            if index + 1 < len(self.blocks):
+                x, _ = block(x, x[:, :0], everything, no_states, None, None)
+        far = int(steps.max()) + self.config.context  # inside every query's local window
+        prefixed = Context(
+            caches=[torch.cat([p, c], dim=1) for p, c in zip(inputs, context.caches, strict=True)],
+            positions=torch.cat([positions.new_full((n,), -1), context.positions]),
+            steps=torch.cat([steps.new_full((n,), far), context.steps]),
+            memories=context.memories,
+        )
+        outputs, new = super().run(tokens, steps, positions, state_index, prefixed, episode_start)
+        stripped = Context(
+            caches=[cache[:, n:] for cache in new.caches],
+            positions=new.positions[n:],
+            steps=new.steps[n:],
+            memories=new.memories,
+        )
+        return outputs, stripped
 
 
 # --- the agent --------------------------------------------------------------------------------
@@ -390,6 +495,7 @@ class L2MAgent(DecisionTransformerAgent):
             reset_optimizer=True,
         )
         self.pool: ModulationPool | None = None
+        self.prompts: PromptPool | None = None
         super().__init__(
             pretrained.layout.observation_dim,
             pretrained.layout.action_dim,
@@ -399,7 +505,19 @@ class L2MAgent(DecisionTransformerAgent):
             seed=seed,
             device=device,
         )
-        self.model.load_state_dict(pretrained.state_dict)
+        if config.l2m_mode == "l2p":
+            model = PromptedDecisionTransformer(self.observation_dim, self.action_dim, dt_config)
+            model.load_state_dict(pretrained.state_dict)
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            generator = torch.Generator().manual_seed(seed)
+            self.prompts = PromptPool(
+                config.prompt_pool_size, config.prompt_length, config.prompt_top_k,
+                dt_config.d_model, generator,
+            )  # fmt: skip
+            model.prompt_pool = self.prompts  # a submodule: in state_dict and checkpoints
+            self.model = model.to(self.device)
+        self.model.load_state_dict(pretrained.state_dict, strict=self.prompts is None)
         modulation = config.modulation(self.pool_tasks)
         if modulation is not None:
             generator = torch.Generator().manual_seed(seed)
@@ -434,12 +552,20 @@ class L2MAgent(DecisionTransformerAgent):
         return scale_episodes(self._raw_episodes_of(task), self.reward_scales[task])
 
     def _fresh_optimizer(self) -> torch.optim.Optimizer:
-        if getattr(self, "pool", None) is None:  # full fine-tuning, or before the pool exists
-            return super()._fresh_optimizer()
+        frozen_base = getattr(self, "pool", None) is not None
+        if not frozen_base and getattr(self, "prompts", None) is None:
+            return super()._fresh_optimizer()  # full fine-tuning, or before any pool exists
         return torch.optim.Adam(trainable_parameters(self.model), lr=self.config.learning_rate)
 
     def entry_share(self) -> float | None:
-        """Trainable parameters per task (one pool entry) / parameters of the base model."""
+        """Trainable parameters per task (one pool entry; L2P: the top_k selected prompts and
+        their keys) / parameters of the base model; None when every weight trains."""
+        if self.prompts is not None:
+            prompts = self.prompts
+            base = sum(p.numel() for n, p in self.model.named_parameters()
+                       if not n.startswith("prompt_pool."))  # fmt: skip
+            per_prompt = prompts.prompts[0].numel() + prompts.keys[0].numel()
+            return prompts.top_k * per_prompt / base
         return None if self.pool is None else parameter_share(self.pool, self.model)
 
     @torch.no_grad()
@@ -469,6 +595,11 @@ class L2MAgent(DecisionTransformerAgent):
 
     def _sample_batch(self, episodes: Tensor | None = None) -> _Batch:
         batch = super()._sample_batch(episodes)
+        if self.prompts is not None and not self._restoring:
+            first = slice(0, self.config.context)
+            self._query = self._query_of(batch.states[:, first], batch.valid[:, first])
+            self._selection = self.prompts.select(self._query)
+            self._prompted().prompt_selection = self._selection
         if self.pool is not None and not self._restoring:
             assert self.current_task is not None
             first = slice(0, self.config.context)
@@ -528,7 +659,14 @@ class L2MAgent(DecisionTransformerAgent):
         if pool is not None and pool.config.pull_coef > 0 and self._selection is not None:
             assert self._query is not None
             loss = loss + pool.pull_loss(self._query, self._selection)
+        if self.prompts is not None and self._selection is not None:
+            assert self._query is not None
+            loss = loss + self.prompts.pull_loss(self._query, self._selection)
         return loss, accuracy
+
+    def _prompted(self) -> PromptedDecisionTransformer:
+        assert isinstance(self.model, PromptedDecisionTransformer)
+        return self.model
 
     # -- acting ------------------------------------------------------------------------------
     def start_episode(self, task_index: int) -> None:
@@ -541,6 +679,18 @@ class L2MAgent(DecisionTransformerAgent):
 
     @torch.no_grad()
     def _advance(self, observation: np.ndarray) -> Tensor:
+        if self.prompts is not None:
+            if self._act_step < self.config.context:
+                state = torch.as_tensor(np.asarray(observation), dtype=torch.float32)
+                self._act_states.append(state.to(self.device))
+                query = self._query_of(torch.stack(self._act_states)[None], None)
+                self._act_selection = self.prompts.select(query)
+            model = self._prompted()
+            training_selection, model.prompt_selection = model.prompt_selection, self._act_selection
+            try:
+                return super()._advance(observation)
+            finally:
+                model.prompt_selection = training_selection
         pool = self.pool
         if pool is None:
             return super()._advance(observation)
@@ -672,6 +822,8 @@ class L2MAgent(DecisionTransformerAgent):
             self._restoring = False
         self._selection, self._query = state["l2m"]["selection"], state["l2m"]["query"]
         self._fisher, self._anchor = state["l2m"]["fisher"], state["l2m"]["anchor"]
+        if self.prompts is not None:
+            self._prompted().prompt_selection = self._selection
         self._acting_model = None  # rebuilt from the restored weights
         self._forget_merged()
         if self.pool is not None:

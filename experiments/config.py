@@ -134,7 +134,7 @@ class TrainConfig:
         """What reports group runs by: the method (SAC) or dt-<memory>."""
         if self.agent == "l2m":
             mode = self.l2m.l2m_mode
-            if mode in ("full", "ewc"):
+            if mode in ("full", "ewc", "l2p"):  # no modulator
                 return f"l2m-{mode}"
             return f"l2m-{mode}-{self.l2m.modulator}"
         return f"dt-{self.dt.memory}" if self.agent == "dt" else self.method

@@ -351,4 +351,28 @@ def test_l2m_options_reach_the_config() -> None:
     with pytest.raises(ConfigError, match="--pretrained"):
         build_config({"agent": "l2m"})
     with pytest.raises(ConfigError, match="l2m_mode"):
-        build_config({"agent": "l2m", "pretrained": "m.pt", "l2m_mode": "l2p"})
+        build_config({"agent": "l2m", "pretrained": "m.pt", "l2m_mode": "adapters"})
+
+
+def test_l2p_trains_only_its_prompts_and_prepends_them(checkpoint: Path, data_dir: Path) -> None:
+    agent = make_agent(checkpoint, data_dir, l2m_mode="l2p", prompt_pool_size=10)
+    prompts = agent.prompts
+    assert prompts is not None and agent.pool is None
+    before = {n: v.clone() for n, v in agent.model.state_dict().items()}
+    fine_tune(agent, updates=4)
+    after = agent.model.state_dict()
+    for name, value in before.items():
+        moved = not torch.equal(value, after[name])
+        assert moved == name.startswith("prompt_pool."), name
+    assert agent._selection is None or agent._selection.shape[1] == 5
+    # The prefix changes what the frozen model computes, and acting uses the episode's prompts.
+    pretrained = PretrainedModel.load(checkpoint)
+    episode = task_episodes(pretrained, data_dir)[0][0]
+    base = frozen_agent(pretrained)
+    base.start_episode(0)
+    agent.start_episode(0)
+    args = (episode["observations"][0], episode["actions"][0], float(episode["rewards"][0]))
+    assert not torch.allclose(base.replay(*args), agent.replay(*args))
+    assert agent._act_selection is not None and agent._act_selection.shape == (1, 5)
+    share = agent.entry_share()
+    assert share is not None and 0 < share < 0.05
