@@ -139,7 +139,8 @@ def latency(model: str, rounds: int, steps: int, repeats: int) -> None:
         f"act (first {context} steps)": lambda agent: acting_episode(agent, observations[:context]),
         "forward (16 x context)": lambda agent: segment_forward(agent, 16),
     }
-    print(f"\n{model}: latency, median over {rounds} interleaved rounds (1 thread)")
+    threads = torch.get_num_threads()
+    print(f"\n{model}: latency, median over {rounds} interleaved rounds ({threads} thread(s))")
     print(
         f"{'measurement':<28}{'base ms':>10}{'lora ms':>10}{'ia3 ms':>10}{'lora x':>8}{'ia3 x':>8}"
     )

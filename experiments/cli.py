@@ -274,6 +274,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     from experiments.pretrain import pretrain
 
     tasks = [task for spec in args.data for task in envs.load_sequence(spec).task_names]
+    console = Console()
+    started, every = time.perf_counter(), max(1, args.updates // 10)
+
+    def report_progress(step: int) -> None:
+        if step % every == 0:
+            console.print(f"  update {step}/{args.updates} ({time.perf_counter() - started:.0f} s)")
+
     summary = pretrain(
         tasks,
         args.out,
@@ -284,9 +291,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        checkpoint_every=args.checkpoint_every,
         threads=args.threads,
+        on_update=report_progress,
     )
-    console = Console()
     console.print(
         f"pretrained {summary['model']} ({summary['parameters']} parameters) on "
         f"{len(summary['tasks'])} tasks: {summary['updates']} updates, "
@@ -318,6 +326,9 @@ def _add_pretrain_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="episodes per batch (preset's default)")
     parser.add_argument("--learning-rate", type=float, help="AdamW peak (preset's default)")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=0, help="updates between saves (0: at the end)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.set_defaults(run=_cmd_pretrain)

@@ -183,6 +183,7 @@ def pretrain(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     log_every: int = 50,
+    checkpoint_every: int = 0,
     threads: int | None = None,
     on_update: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -198,6 +199,8 @@ def pretrain(
         seed: weights, batch sampling, evaluation seeds.
         batch_size, learning_rate: override the preset's.
         log_every: updates between TensorBoard points.
+        checkpoint_every: updates between intermediate saves of ``model.pt`` (0: at the end
+            only); each replaces the last atomically, so a crash keeps the latest weights.
         threads: torch CPU threads (None: leave as is).
         on_update: called with the update count after each update.
 
@@ -208,8 +211,10 @@ def pretrain(
 
     if model not in PRESETS:
         raise ConfigError(f"unknown model preset {model!r}; choose {', '.join(PRESETS)}")
-    if updates < 1 or eval_episodes < 0:
-        raise ConfigError("updates must be >= 1 and eval_episodes >= 0")
+    if updates < 1 or eval_episodes < 0 or checkpoint_every < 0 or log_every < 1:
+        raise ConfigError(
+            "updates and log_every must be >= 1, eval_episodes and checkpoint_every >= 0"
+        )
     tasks = list(dict.fromkeys(tasks))
     if threads is not None:
         torch.set_num_threads(threads)
@@ -238,8 +243,23 @@ def pretrain(
     started = time.perf_counter()
     mark = (started, 0)
 
+    def checkpoint(step: int) -> PretrainedModel:
+        pretrained = PretrainedModel(
+            config=config,
+            layout=layout,
+            tasks=tasks,
+            target_returns=best,
+            state_dict={k: v.detach().clone() for k, v in agent.model.state_dict().items()},
+            updates=step,
+            preset=model,
+        )
+        pretrained.save(out / CHECKPOINT_NAME)
+        return pretrained
+
     def after_update(step: int) -> None:
         nonlocal mark
+        if checkpoint_every and step % checkpoint_every == 0 and step < updates:
+            checkpoint(step)
         if step % log_every == 0 or step == updates:
             now = time.perf_counter()
             rate = (step - mark[1]) * samples_per_update / max(now - mark[0], 1e-9)
@@ -252,16 +272,7 @@ def pretrain(
     agent.learn_updates(updates, callback=after_update)
     seconds = time.perf_counter() - started
     agent.on_task_end(0)
-    pretrained = PretrainedModel(
-        config=config,
-        layout=layout,
-        tasks=tasks,
-        target_returns=best,
-        state_dict={k: v.detach().clone() for k, v in agent.model.state_dict().items()},
-        updates=updates,
-        preset=model,
-    )
-    pretrained.save(out / CHECKPOINT_NAME)
+    pretrained = checkpoint(updates)
     summary: dict[str, Any] = {
         "tasks": tasks,
         "model": model,

@@ -232,8 +232,10 @@ def test_collect_pretrain_train_report_end_to_end(data_dir: Path, tmp_path: Path
     pretrain_args = [
         "pretrain", "--data", ",".join(TASKS), "--updates", "10", "--out", str(out),
         "--data-dir", str(data_dir), "--eval-episodes", "1", "--threads", "1",
+        "--checkpoint-every", "5",
     ]  # fmt: skip
     assert main(pretrain_args) == 0
+    assert PretrainedModel.load(out / "model.pt").updates == 10  # the final save won
     assert (out / "model.pt").is_file() and (out / "pretrain_eval.json").is_file()
     runs = tmp_path / "runs"
     train = [
