@@ -9,8 +9,10 @@ Reads top to bottom:
 2. `PretrainedModel`: what ``crl pretrain`` saves (tensors and plain values, loaded with
    ``weights_only=True``) and how it is read back.
 3. `L2MConfig`: the fine-tuning options (they become ``crl train --agent l2m`` options).
-4. `L2MAgent`: a `DecisionTransformerAgent` built from a pretrained checkpoint whose training
-   and acting go through a modulation pool (agents/modulation.py), in one of `MODES`.
+4. L2P's `PromptPool` and `PromptedDecisionTransformer` (mode ``l2p``).
+5. `L2MAgent`: a `DecisionTransformerAgent` built from a pretrained checkpoint whose training
+   and acting go through a modulation pool (agents/modulation.py), in one of `MODES`; acting
+   merges the held entry into a plain model's weights.
 
 Reward scales. Returns-to-go and rewards of every task are divided by that task's domain scale
 (Meta-World 200, DMControl 100, others 1) before they reach the model, so one model sees all
@@ -821,7 +823,7 @@ class L2MAgent(DecisionTransformerAgent):
         finally:
             self._restoring = False
         self._selection, self._query = state["l2m"]["selection"], state["l2m"]["query"]
-        self._fisher, self._anchor = state["l2m"]["fisher"], state["l2m"]["anchor"]
+        self._fisher, self._anchor = state["l2m"].get("fisher"), state["l2m"].get("anchor")
         if self.prompts is not None:
             self._prompted().prompt_selection = self._selection
         self._acting_model = None  # rebuilt from the restored weights
