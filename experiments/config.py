@@ -131,13 +131,21 @@ class TrainConfig:
 
     @property
     def method_label(self) -> str:
-        """What reports group runs by: the method (SAC) or dt-<memory>."""
+        """What reports group runs by: the method (SAC, with its replay ratio and reset
+        when set: ``finetune+rr2``, ``l2+redo``), dt-<memory>, or l2m-<mode>."""
         if self.agent == "l2m":
             mode = self.l2m.l2m_mode
             if mode in ("full", "ewc", "l2p"):  # no modulator
                 return f"l2m-{mode}"
             return f"l2m-{mode}-{self.l2m.modulator}"
-        return f"dt-{self.dt.memory}" if self.agent == "dt" else self.method
+        if self.agent == "dt":
+            return f"dt-{self.dt.memory}"
+        label = self.method
+        if self.plasticity.replay_ratio != "fixed":
+            label += f"+rr{self.plasticity.replay_ratio}"
+        if self.plasticity.reset != "none":
+            label += f"+{self.plasticity.reset}"
+        return label
 
     @property
     def uses_task_id(self) -> bool:

@@ -203,3 +203,10 @@ def test_config_accepts_flat_and_nested_plasticity_options() -> None:
 def test_bad_plasticity_options_are_refused(values: dict) -> None:
     with pytest.raises(ConfigError):
         build_config(values)
+
+
+def test_reports_tell_plasticity_settings_apart() -> None:
+    assert build_config({}).method_label == "finetune"
+    assert build_config({"replay_ratio": "adaptive"}).method_label == "finetune+rradaptive"
+    labelled = build_config({"method": "l2", "reset": "redo", "reset_every": 1000})
+    assert labelled.method_label == "l2+redo"
