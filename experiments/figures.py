@@ -40,16 +40,21 @@ def final_scores(runs_dir: Path) -> dict[str, dict[int, list[float]]]:
 def plot_recall(scores: dict[str, dict[int, list[float]]], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    # Distinct markers, line styles and a small horizontal offset keep equal curves visible.
+    styles = {"hcam": ("o", "-", 0.97), "full": ("s", "--", 0.99), "window": ("^", "-.", 1.01),
+              "lstm": ("v", ":", 1.03)}  # fmt: skip
     for index, memory in enumerate(("hcam", "full", "window", "lstm")):
         if memory not in scores:
             continue
+        marker, line, offset = styles[memory]
         delays = sorted(scores[memory])
+        shifted = [d * offset for d in delays]
         means = [np.mean(scores[memory][d]) for d in delays]
         color = f"C{index}"
-        ax.plot(delays, means, marker="o", color=color, label=memory)
-        for delay in delays:
+        ax.plot(shifted, means, marker=marker, linestyle=line, color=color, label=memory)
+        for delay, x in zip(delays, shifted, strict=True):
             seeds = scores[memory][delay]
-            ax.scatter([delay] * len(seeds), seeds, color=color, s=12, alpha=0.5)
+            ax.scatter([x] * len(seeds), seeds, color=color, s=12, alpha=0.5)
     ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1, label="expert")
     ax.axhline(CHANCE, color="0.6", linestyle="--", linewidth=1, label="chance")
     ax.set_xscale("log")
