@@ -224,9 +224,10 @@ class PlasticityController:
                 reinitialize(network.module)
                 network.after_reset()
             self.reset_agent()
-        elif config.reset in ("last-layers", "redo") and (
-            batch := self.sample_batch(self.config.probe_batch_size, self.rng)
-        ) is None:
+        elif (
+            config.reset in ("last-layers", "redo")
+            and (batch := self.sample_batch(self.config.probe_batch_size, self.rng)) is None
+        ):
             details["skipped"] = "no replay data to trace the networks on"
         elif config.reset == "last-layers":
             for network in targets:
