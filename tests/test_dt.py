@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_state, checkpoint_round_trip
 from stable_baselines3.common.logger import Logger
 from torch import nn
 
@@ -16,7 +17,6 @@ from agents.dt import (
     tokenize_actions,
 )
 from envs.errors import ConfigError
-from tests.conftest import assert_same_state, checkpoint_round_trip
 
 OBS, ACT = 5, 3
 MEMORIES = {

@@ -8,12 +8,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import check_registered_env
 
 import envs
 from envs.goal_mask import GOAL_SLICE, MASKED_OBSERVATION_SPACE, GoalMaskedEnv, MaskedGoalExpert
 from envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, metaworld_expert
 from envs.tasks import MASKED_TASK_NAMES, split_masked_task
-from tests.conftest import check_registered_env
 
 
 @pytest.mark.parametrize("visible", [1, 10])

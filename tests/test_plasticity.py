@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import checkpoint_round_trip
 from torch import nn
 
 import envs
@@ -36,7 +37,6 @@ from agents.plasticity import (
 )
 from agents.sac import ContinualSAC, SACConfig
 from envs.errors import ConfigError
-from tests.conftest import checkpoint_round_trip
 
 # --- a network whose active and dormant units are known by hand ---------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import check_registered_env
 
 import envs
 from envs.make import default_episode_length
@@ -20,7 +21,6 @@ from envs.recall import (
     make_recall_env,
     parse_recall_name,
 )
-from tests.conftest import check_registered_env
 
 
 def _episode(
