@@ -30,7 +30,7 @@ from agents.plasticity import (
     fraction_active_units,
     network_metrics,
     record_activations,
-    redo,
+    recycle_dormant,
     reinitialize,
     reset_last_layers,
     shrink_perturb,
@@ -243,10 +243,13 @@ class PlasticityController:
         elif config.reset == "redo":
             recycled: dict[str, int] = {}
             for network in targets:
-                with th.random.fork_rng(devices=[]), th.no_grad():
-                    layers = trace_unit_layers(network.module, lambda n=network: n.forward(batch))
-                    activations = record_activations(layers, lambda n=network: n.forward(batch))
-                counts = redo(layers, activations, config.redo_tau, network.optimizers())
+                with th.random.fork_rng(devices=[]):
+                    counts = recycle_dormant(
+                        network.module,
+                        lambda n=network: n.forward(batch),
+                        config.redo_tau,
+                        network.optimizers(),
+                    )
                 recycled.update({f"{network.name}/{k}": v for k, v in counts.items()})
             details["recycled"] = recycled
             details["recycled_total"] = int(sum(recycled.values()))

@@ -118,6 +118,9 @@ class RunResult:
     wall_time_s: float | None
     eval_time_s: float | None
     matrix: EvalMatrix
+    plasticity: Mapping[str, Any] | None = None
+    """The run's plasticity record (metrics, resets, replay-ratio switches), if it has
+    metrics."""
 
     @property
     def finished(self) -> bool:
@@ -274,6 +277,7 @@ def load_run(run_dir: Path) -> RunResult:
         wall_time_s=check.optional_number(data, "wall_time_s"),
         eval_time_s=check.optional_number(data, "eval_time_s"),
         matrix=matrix,
+        plasticity=_plasticity_record(data),
     )
 
 
@@ -692,12 +696,8 @@ PLASTICITY_PANELS = (
 )
 
 
-def load_plasticity(run: RunResult) -> dict[str, Any] | None:
-    """The plasticity record of a run's results.json (None when it has no metrics)."""
-    try:
-        data = json.loads((run.run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+def _plasticity_record(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The plasticity record of a results.json payload (None when it has no metrics)."""
     plasticity = data.get("plasticity")
     if not isinstance(plasticity, dict) or not plasticity.get("metrics"):
         return None
@@ -733,8 +733,7 @@ def plot_plasticity(runs: Sequence[tuple[RunResult, dict[str, Any]]], path: Path
 
 
 def _plasticity_runs(runs: Sequence[RunResult]) -> list[tuple[RunResult, dict[str, Any]]]:
-    found = [(run, load_plasticity(run)) for run in runs]
-    return [(run, data) for run, data in found if data is not None]
+    return [(run, run.plasticity) for run in runs if run.plasticity is not None]
 
 
 def _planned_files(runs: Sequence[RunResult], out_dir: Path) -> list[Path]:
