@@ -41,6 +41,16 @@ see consecutive phases of the same episodes, as in Transformer-XL language model
 memory never passes gradient into what it stored (``memory/``), so what a later step must
 recall has to be kept in the hidden states by the loss of the steps that wrote them; the
 LSTM's gradient stops at segment boundaries too.
+
+Random segments (``segment_sampling="random"``, only without memory: L2M's pretraining and
+fine-tuning). Consecutive phases of the same episodes make successive updates strongly
+correlated (every update of a sweep sees the same few episodes at the same timesteps), which
+slows plain imitation down a lot. Here every update draws ``batch_size`` rows anew, each a
+random segment of ``context`` steps of a random episode at its own timestep (steps are
+weighted equally, the first and last included). The ``layers * (context - 1)`` steps before
+the segment, the whole receptive field of its outputs, run first without gradient to fill the
+cache, so each output is computed exactly as acting computes it at that step (padding before
+an episode's start is masked out of attention, as if the episode started there).
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ from memory import MEMORY_KINDS, MemoryLayer, MemoryState, make_memory
 
 MEMORY_CHOICES: tuple[str, ...] = (*MEMORY_KINDS, "none")
 """Valid `DTConfig.memory` values; ``none`` is a plain Decision Transformer."""
+
+SEGMENT_SAMPLINGS: tuple[str, ...] = ("sequential", "random")
+"""Valid `DTConfig.segment_sampling` values."""
 
 # Token kinds, in their order inside a timestep.
 RTG, STATE, ACTION, REWARD = 0, 1, 2, 3
@@ -97,7 +110,8 @@ class DTConfig:
     weight_decay: float = 1e-4
     """AdamW weight decay (all parameters, as the original DT)."""
     batch_size: int = 16
-    """Episodes per batch (each update trains on one segment of each)."""
+    """Rows per batch: episodes, each update training one segment of each (sequential), or
+    random segments drawn anew every update (random)."""
     warmup: int = 1000
     """Updates of linear learning-rate warmup, counted from each fresh optimizer."""
     grad_clip: float = 0.25
@@ -110,6 +124,10 @@ class DTConfig:
     """Size of the timestep embedding table; later steps share its last row."""
     reset_optimizer: bool = True
     """Fresh AdamW state and warmup at every task start (False: one optimizer throughout)."""
+    segment_sampling: str = "sequential"
+    """sequential: each batch of episodes is consumed segment by segment in order (needed by
+    memory); random: every update draws random segments of random episodes, their earlier
+    steps replayed without gradient (memory none only; the module doc)."""
 
     def __post_init__(self) -> None:
         positive = ("d_model", "layers", "heads", "context", "batch_size", "max_timestep")
@@ -139,6 +157,22 @@ class DTConfig:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ConfigError(f"target_return must be finite or None, got {self.target_return}")
+        if self.segment_sampling not in SEGMENT_SAMPLINGS:
+            raise ConfigError(
+                f"unknown segment_sampling {self.segment_sampling!r}; "
+                f"valid: {', '.join(SEGMENT_SAMPLINGS)}"
+            )
+        if self.segment_sampling == "random" and self.memory != "none":
+            raise ConfigError(
+                "segment_sampling 'random' needs memory 'none': a memory must read whole "
+                "episodes in order (use segment_sampling 'sequential')"
+            )
+
+    @property
+    def receptive_steps(self) -> int:
+        """Steps before a token's own that its final hidden state can depend on through local
+        attention (each block reaches ``context - 1`` steps further back)."""
+        return self.layers * (self.context - 1)
 
     @property
     def tokens_per_step(self) -> int:
@@ -182,6 +216,9 @@ class Context:
     """(N,) timestep of each cached token."""
     memories: list[MemoryState | None]
     """Per block, the memory layer's state (None without memory)."""
+    valid: Tensor | None = None
+    """(B, N) False on cached padding tokens (random segments before an episode's start),
+    which no real token attends to; None: every cached token is real."""
 
     def detach(self) -> Context:
         return Context(
@@ -189,6 +226,7 @@ class Context:
             positions=self.positions,
             steps=self.steps,
             memories=[None if state is None else state.detach() for state in self.memories],
+            valid=self.valid,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +236,7 @@ class Context:
             "positions": self.positions,
             "steps": self.steps,
             "memories": [None if state is None else state.to_dict() for state in self.memories],
+            "valid": self.valid,
         }
 
 
@@ -338,10 +377,12 @@ class DecisionTransformer(nn.Module):
             positions=values["positions"].to(device),
             steps=values["steps"].to(device),
             memories=memories,
+            valid=None if values.get("valid") is None else values["valid"].to(device),
         )
 
     def embed(self, kind: int, values: Tensor, steps: Tensor) -> Tensor:
-        """(B, n, d) tokens of one kind: values (B, n, width) at timesteps ``steps`` (n,)."""
+        """(B, n, d) tokens of one kind: values (B, n, width) at timesteps ``steps`` (n,), or
+        (B, n) when rows are at different timesteps."""
         modules = {RTG: self.embed_return, STATE: self.embed_state, ACTION: self.embed_action}
         module = self.embed_reward if kind == REWARD else modules[kind]
         assert module is not None
@@ -356,15 +397,19 @@ class DecisionTransformer(nn.Module):
         state_index: Tensor,
         context: Context,
         episode_start: Tensor | None,
+        valid: Tensor | None = None,
     ) -> tuple[Tensor, Context]:
         """Process new embedded tokens after ``context``.
 
         Args:
             tokens: (B, N, d) embedded tokens, in token order, following the context's.
-            steps, positions: (N,) their timesteps and token indices (step * K + kind).
+            steps, positions: (N,) their timesteps and token indices (step * K + kind); only
+                their differences matter, so rows at different timesteps can share them.
             state_index: (S,) which of the N tokens are state tokens (memory and outputs).
             context: what earlier calls left.
             episode_start: (B, S) bool for the memory layers, True at an episode's first step.
+            valid: (B, N) False on padding tokens, which real tokens never attend to (None:
+                all real).
 
         Returns:
             (head outputs at the state tokens (B, S, outputs), the new context).
@@ -374,6 +419,16 @@ class DecisionTransformer(nn.Module):
         mask = (key_positions[None, :] <= positions[:, None]) & (
             key_steps[None, :] > steps[:, None] - self.config.context
         )
+        key_valid = None
+        if valid is not None or context.valid is not None:
+            rows, old = tokens.shape[0], context.positions.shape[0]
+            ones = torch.ones(rows, max(old, tokens.shape[1]), dtype=torch.bool, device=mask.device)
+            cached = ones[:, :old] if context.valid is None else context.valid
+            new = ones[:, : tokens.shape[1]] if valid is None else valid
+            key_valid = torch.cat([cached, new], dim=1)
+            # Padding queries may look at anything their mask allows (their outputs are never
+            # used), so that no row of the mask is empty.
+            mask = (mask[None] & (key_valid[:, None, :] | ~new[:, :, None]))[:, None]
         # The next call's earliest token (the action of the last step here) looks back
         # `context` steps from the last step: older tokens are never needed again.
         keep = key_steps > steps[-1] - self.config.context
@@ -384,7 +439,13 @@ class DecisionTransformer(nn.Module):
             x, state = block(x, cache, mask, state_index, state, episode_start)
             memories.append(state)
         outputs = self.head(self.ln_out(x[:, state_index]))
-        new_context = Context(caches, key_positions[keep], key_steps[keep], memories)
+        new_context = Context(
+            caches,
+            key_positions[keep],
+            key_steps[keep],
+            memories,
+            None if key_valid is None else key_valid[:, keep],
+        )
         return outputs, new_context
 
     def segment(
@@ -395,6 +456,8 @@ class DecisionTransformer(nn.Module):
         rewards: Tensor,
         start: int,
         context: Context,
+        timesteps: Tensor | None = None,
+        valid: Tensor | None = None,
     ) -> tuple[Tensor, Context]:
         """Head outputs for T consecutive steps start .. start+T-1 of B episodes.
 
@@ -403,6 +466,10 @@ class DecisionTransformer(nn.Module):
             states: (B, T, observation_dim); actions: (B, T, action_dim) in [-1, 1].
             start: the timestep of the first step (0 = the episodes start here).
             context: what the previous segment left (`initial_context` at start 0).
+            timesteps: (B, T) each row's own timesteps for the timestep embedding, when rows
+                are at different points of their episodes (``start`` then only orders the
+                tokens; no memory); None: ``start`` ..
+            valid: (B, T) False on padding steps (see `run`); None: all real.
 
         Returns:
             (outputs (B, T, outputs) at the state tokens, the new context).
@@ -410,22 +477,26 @@ class DecisionTransformer(nn.Module):
         batch, length = returns_to_go.shape
         k = self.config.tokens_per_step
         steps = torch.arange(start, start + length, device=states.device)
+        embedded_steps = steps if timesteps is None else timesteps
         tokens = [
-            self.embed(RTG, returns_to_go[..., None], steps),
-            self.embed(STATE, states, steps),
-            self.embed(ACTION, actions, steps),
+            self.embed(RTG, returns_to_go[..., None], embedded_steps),
+            self.embed(STATE, states, embedded_steps),
+            self.embed(ACTION, actions, embedded_steps),
         ]
         if self.config.reward_tokens:
-            tokens.append(self.embed(REWARD, rewards[..., None], steps))
+            tokens.append(self.embed(REWARD, rewards[..., None], embedded_steps))
         stacked = torch.stack(tokens, dim=2).flatten(1, 2)  # (B, T*K, d), step-major
         token_steps = steps.repeat_interleave(k)
         positions = token_steps * k + torch.arange(k, device=states.device).repeat(length)
         state_index = torch.arange(length, device=states.device) * k + STATE
         episode_start = None
-        if start == 0:
+        if start == 0 and timesteps is None:
             episode_start = torch.zeros(batch, length, dtype=torch.bool, device=states.device)
             episode_start[:, 0] = True
-        return self.run(stacked, token_steps, positions, state_index, context, episode_start)
+        token_valid = None if valid is None else valid.repeat_interleave(k, dim=1)
+        return self.run(
+            stacked, token_steps, positions, state_index, context, episode_start, token_valid
+        )
 
 
 # --- the agent -------------------------------------------------------------------------------
@@ -453,6 +524,7 @@ class _Batch:
     valid: Tensor  # (B, L) bool, False on padding
     next_start: int = 0
     context: Context | None = None
+    timesteps: Tensor | None = None  # (B, L) each row's own steps (random segments only)
 
 
 class DecisionTransformerAgent:
@@ -619,6 +691,8 @@ class DecisionTransformerAgent:
                 callback(self.num_timesteps)
 
     def _sample_batch(self, episodes: Tensor | None = None) -> _Batch:
+        if self.config.segment_sampling == "random":
+            return self._sample_segments()
         data = self._data
         assert data is not None
         count = len(data.states)
@@ -649,27 +723,105 @@ class DecisionTransformerAgent:
             valid=valid.to(self.device),
         )
 
+    def _sample_segments(self) -> _Batch:
+        """``batch_size`` random segments (``segment_sampling="random"``): per row a random
+        episode (with replacement) and a segment start s uniform over -(context-1) ..
+        length-1, so that every step lies in exactly ``context`` possible segments; the rows
+        hold steps s - receptive_steps .. s + context - 1, padded (and zeroed) outside the
+        episode."""
+        data, config = self._data, self.config
+        assert data is not None
+        size, context = config.batch_size, config.context
+        rows = torch.randint(len(data.states), (size,), generator=self._train_generator)
+        lengths = torch.tensor([data.actions[i].shape[0] for i in rows.tolist()])
+        draws = torch.rand(size, generator=self._train_generator, dtype=torch.float64)
+        starts = (draws * (lengths + context - 1)).long() - (context - 1)
+        span = config.receptive_steps + context
+        timesteps = starts[:, None] - config.receptive_steps + torch.arange(span)[None, :]
+        valid = (timesteps >= 0) & (timesteps < lengths[:, None])
+        index = torch.minimum(timesteps.clamp(min=0), lengths[:, None] - 1)
+
+        def gather(parts: list[Tensor]) -> Tensor:
+            picked = torch.stack([parts[i][index[row]] for row, i in enumerate(rows.tolist())])
+            keep = valid.reshape(*valid.shape, *([1] * (picked.dim() - 2)))
+            return (picked * keep.to(picked.dtype)).to(self.device)
+
+        return _Batch(
+            episodes=rows,
+            states=gather(data.states),
+            actions=gather(data.actions),
+            rewards=gather(data.rewards),
+            returns_to_go=gather(data.returns_to_go),
+            valid=valid.to(self.device),
+            timesteps=timesteps.clamp(min=0).to(self.device),
+        )
+
+    def _episode_openings(self, batch: _Batch) -> tuple[Tensor, Tensor]:
+        """(B, context, observation_dim) states of the first ``context`` steps of each row's
+        episode and their (B, context) validity (L2M selects pool entries from them)."""
+        first = slice(0, self.config.context)
+        if batch.timesteps is None:  # sequential batches start at every episode's step 0
+            return batch.states[:, first], batch.valid[:, first]
+        data = self._data
+        assert data is not None
+        states = torch.zeros(len(batch.episodes), self.config.context, self.observation_dim)
+        valid = torch.zeros(len(batch.episodes), self.config.context, dtype=torch.bool)
+        for row, episode in enumerate(batch.episodes.tolist()):
+            opening = data.states[episode][first]
+            states[row, : len(opening)] = opening
+            valid[row, : len(opening)] = True
+        return states.to(self.device), valid.to(self.device)
+
+    def _segment_outputs(self, batch: _Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Head outputs of a random-segment batch's last ``context`` steps, their actions and
+        validity; the steps before run first, without gradient, to fill the cache."""
+        before = self.config.receptive_steps
+        context = self.model.initial_context(batch.valid.shape[0], self.device)
+        self.model.train()
+        if before:
+            prefix = slice(0, before)
+            with torch.no_grad():
+                _, context = self.model.segment(
+                    batch.returns_to_go[:, prefix], batch.states[:, prefix],
+                    batch.actions[:, prefix], batch.rewards[:, prefix], 0, context,
+                    timesteps=batch.timesteps[:, prefix], valid=batch.valid[:, prefix],
+                )  # fmt: skip
+        window = slice(before, None)
+        outputs, _ = self.model.segment(
+            batch.returns_to_go[:, window], batch.states[:, window], batch.actions[:, window],
+            batch.rewards[:, window], before, context,
+            timesteps=batch.timesteps[:, window], valid=batch.valid[:, window],
+        )  # fmt: skip
+        return outputs, batch.actions[:, window], batch.valid[:, window]
+
     def _update(self) -> None:
         if self._data is None:
             assert self.current_task is not None
             self._data = self._load_task(self.current_task)
-        if self._batch is None or self._batch.next_start >= self._batch.valid.shape[1]:
-            self._batch = self._sample_batch()
-        batch, config = self._batch, self.config
-        start = batch.next_start
-        window = slice(start, start + config.context)
-        if batch.context is None:
-            batch.context = self.model.initial_context(batch.valid.shape[0], self.device)
-        self.model.train()
-        outputs, context = self.model.segment(
-            batch.returns_to_go[:, window],
-            batch.states[:, window],
-            batch.actions[:, window],
-            batch.rewards[:, window],
-            start,
-            batch.context,
-        )
-        loss, accuracy = self._loss(outputs, batch.actions[:, window], batch.valid[:, window])
+        config = self.config
+        if config.segment_sampling == "random":
+            self._batch = None  # nothing carries over from one update to the next
+            outputs, actions, valid = self._segment_outputs(self._sample_batch())
+            loss, accuracy = self._loss(outputs, actions, valid)
+            context = None
+        else:
+            if self._batch is None or self._batch.next_start >= self._batch.valid.shape[1]:
+                self._batch = self._sample_batch()
+            batch = self._batch
+            start = batch.next_start
+            window = slice(start, start + config.context)
+            if batch.context is None:
+                batch.context = self.model.initial_context(batch.valid.shape[0], self.device)
+            self.model.train()
+            outputs, context = self.model.segment(
+                batch.returns_to_go[:, window],
+                batch.states[:, window],
+                batch.actions[:, window],
+                batch.rewards[:, window],
+                start,
+                batch.context,
+            )
+            loss, accuracy = self._loss(outputs, batch.actions[:, window], batch.valid[:, window])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         parameters = list(self.model.parameters())
@@ -686,8 +838,9 @@ class DecisionTransformerAgent:
         self.optimizer.step()
         self._optimizer_updates += 1
         self.num_timesteps += 1
-        batch.context = context.detach()
-        batch.next_start = start + config.context
+        if context is not None and self._batch is not None:
+            self._batch.context = context.detach()
+            self._batch.next_start += config.context
         if self.logger is not None:
             self.logger.record_mean("train/loss", float(loss.detach()))
             if accuracy is not None:

@@ -39,10 +39,11 @@ pool and train it with a fresh Adam per task and no weight decay (entries anothe
 then stay bit-identical); ``full`` and ``ewc`` use AdamW as pretraining.
 
 EWC (mode ``ewc``): at each task end the diagonal Fisher of the action-token cross-entropy is
-estimated on that task's data, ``ewc_fisher_batches`` consecutive training segments (the
-squared gradient of each segment's mean loss: a batch-level empirical Fisher, cheaper than
-per-sample gradients and the usual approximation at this scale); Fishers add up over tasks and
-the anchor is the weights at the last task end; the loss gains ewc_coef * sum F (w - anchor)^2.
+estimated on that task's data, ``ewc_fisher_batches`` training batches drawn as training
+draws them (the squared gradient of each batch's mean loss: a batch-level empirical Fisher,
+cheaper than per-sample gradients and the usual approximation at this scale); Fishers add up
+over tasks and the anchor is the weights at the last task end; the loss gains
+ewc_coef * sum F (w - anchor)^2.
 
 L2P (mode ``l2p``, Wang et al. 2022 as L2M's baseline): a pool of 100 prompts of 5 learned
 tokens, each with a key; the same query picks the top 5 keys (cosine, no usage penalty) and
@@ -310,13 +311,14 @@ class L2MConfig:
     """Peak learning rate of fine-tuning (Adam without weight decay for pools and prompts;
     AdamW in modes full and ewc)."""
     l2m_batch_size: int = 16
-    """Episodes per fine-tuning batch."""
+    """Rows per fine-tuning batch (episodes, or random segments when the pretrained model
+    trained on random segments)."""
     l2m_warmup: int = 100
     """Updates of linear learning-rate warmup from each task's fresh optimizer."""
     ewc_coef: float = 1e4
     """EWC penalty weight (mode ewc): loss + ewc_coef * sum F (w - w_previous_tasks)^2."""
     ewc_fisher_batches: int = 20
-    """Training segments whose squared gradients estimate a task's Fisher (mode ewc)."""
+    """Training batches whose squared gradients estimate a task's Fisher (mode ewc)."""
     prompt_pool_size: int = 100
     """Prompts in the L2P pool (mode l2p)."""
     prompt_length: int = 5
@@ -412,10 +414,11 @@ class PromptedDecisionTransformer(DecisionTransformer):
         state_index: Tensor,
         context: Context,
         episode_start: Tensor | None,
+        valid: Tensor | None = None,
     ) -> tuple[Tensor, Context]:
         pool, selection = self.prompt_pool, self.prompt_selection
         if pool is None or selection is None:
-            return super().run(tokens, steps, positions, state_index, context, episode_start)
+            return super().run(tokens, steps, positions, state_index, context, episode_start, valid)
         prompts = pool.tokens(selection).expand(tokens.shape[0], -1, -1)
         n, device = prompts.shape[1], tokens.device
         everything = torch.ones(n, n, dtype=torch.bool, device=device)
@@ -431,13 +434,19 @@ class PromptedDecisionTransformer(DecisionTransformer):
             positions=torch.cat([positions.new_full((n,), -1), context.positions]),
             steps=torch.cat([steps.new_full((n,), far), context.steps]),
             memories=context.memories,
+            valid=None
+            if context.valid is None
+            else torch.cat([context.valid.new_ones(tokens.shape[0], n), context.valid], dim=1),
         )
-        outputs, new = super().run(tokens, steps, positions, state_index, prefixed, episode_start)
+        outputs, new = super().run(
+            tokens, steps, positions, state_index, prefixed, episode_start, valid
+        )
         stripped = Context(
             caches=[cache[:, n:] for cache in new.caches],
             positions=new.positions[n:],
             steps=new.steps[n:],
             memories=new.memories,
+            valid=None if new.valid is None else new.valid[:, n:],
         )
         return outputs, stripped
 
@@ -598,14 +607,12 @@ class L2MAgent(DecisionTransformerAgent):
     def _sample_batch(self, episodes: Tensor | None = None) -> _Batch:
         batch = super()._sample_batch(episodes)
         if self.prompts is not None and not self._restoring:
-            first = slice(0, self.config.context)
-            self._query = self._query_of(batch.states[:, first], batch.valid[:, first])
+            self._query = self._query_of(*self._episode_openings(batch))
             self._selection = self.prompts.select(self._query)
             self._prompted().prompt_selection = self._selection
         if self.pool is not None and not self._restoring:
             assert self.current_task is not None
-            first = slice(0, self.config.context)
-            self._query = self._query_of(batch.states[:, first], batch.valid[:, first])
+            self._query = self._query_of(*self._episode_openings(batch))
             self._selection = self._select(self._query, self.current_task, training=True)
             self.pool.active = self._selection
         return batch
@@ -618,25 +625,27 @@ class L2MAgent(DecisionTransformerAgent):
         batch, start, state = None, 0, None
         self.model.train()
         for _ in range(batches):
-            if batch is None or start >= batch.valid.shape[1]:
-                batch, start = self._sample_batch(), 0
-                state = self.model.initial_context(batch.valid.shape[0], self.device)
-            assert state is not None
-            window = slice(start, start + context)
-            outputs, state = self.model.segment(
-                batch.returns_to_go[:, window], batch.states[:, window],
-                batch.actions[:, window], batch.rewards[:, window], start, state,
-            )  # fmt: skip
-            state = state.detach()
+            if self.config.segment_sampling == "random":
+                outputs, actions, valid = self._segment_outputs(self._sample_batch())
+            else:
+                if batch is None or start >= batch.valid.shape[1]:
+                    batch, start = self._sample_batch(), 0
+                    state = self.model.initial_context(batch.valid.shape[0], self.device)
+                assert state is not None
+                window = slice(start, start + context)
+                outputs, state = self.model.segment(
+                    batch.returns_to_go[:, window], batch.states[:, window],
+                    batch.actions[:, window], batch.rewards[:, window], start, state,
+                )  # fmt: skip
+                state = state.detach()
+                actions, valid = batch.actions[:, window], batch.valid[:, window]
+                start += context
             # The task loss alone, without the penalty of earlier tasks.
-            loss, _ = DecisionTransformerAgent._loss(
-                self, outputs, batch.actions[:, window], batch.valid[:, window]
-            )
+            loss, _ = DecisionTransformerAgent._loss(self, outputs, actions, valid)
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for name, grad in zip(params, grads, strict=True):
                 if grad is not None:
                     fisher[name] += grad.detach().square() / batches
-            start += context
         if self._fisher is not None:
             fisher = {name: value + self._fisher[name] for name, value in fisher.items()}
         self._fisher = fisher

@@ -12,7 +12,8 @@
 2. Trainable parameters per task (one pool entry: key + the modulators of every block) as a
    share of the base model. Target: <= 2%.
 3. Pretraining throughput of a preset (samples/s, a sample = one timestep of one episode
-   with its 4 tokens) on synthetic episodes of 200 steps in L2M's 95-d / 6-d padded space.
+   with its 4 tokens) on synthetic episodes of 200 steps in L2M's 95-d / 6-d padded space,
+   with random segments (the presets' sampling) and sequential ones.
 
 Weights are random (latency and counts do not depend on them). Defaults: 1 torch thread.
 
@@ -26,6 +27,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -168,23 +170,38 @@ def latency(model: str, rounds: int, steps: int, repeats: int) -> None:
         )
 
 
-def throughput(model: str, updates: int) -> None:
+def throughput(model: str, updates: int, batch_size: int | None) -> None:
+    """Samples/s of the preset's pretraining updates, with random segments (the presets'
+    sampling: each segment's receptive field replayed without gradient first) and with
+    sequential segments of whole episodes, alternated round by round."""
     layout = build_layout(["reach"])
-    config = PRESETS[model]
+    preset = PRESETS[model]
+    if batch_size is not None:
+        preset = replace(preset, batch_size=batch_size)
     episodes = synthetic_episodes(64, layout.observation_dim, layout.action_dim)
-    agent = DecisionTransformerAgent(
-        layout.observation_dim, layout.action_dim, 1, config, lambda _task: episodes, seed=0
-    )
-    agent.on_task_start(0)
-    agent.learn_updates(5)  # warm-up
-    started = time.perf_counter()
-    agent.learn_updates(updates)
-    seconds = time.perf_counter() - started
-    samples = updates * config.batch_size * config.context
+    agents = {}
+    for sampling in ("random", "sequential"):
+        config = replace(preset, segment_sampling=sampling)
+        agent = DecisionTransformerAgent(
+            layout.observation_dim, layout.action_dim, 1, config, lambda _task: episodes, seed=0
+        )
+        agent.on_task_start(0)
+        agent.learn_updates(5)  # warm-up
+        agents[sampling] = agent
+    rates: dict[str, list[float]] = {sampling: [] for sampling in agents}
+    for _ in range(3):
+        for sampling, agent in agents.items():
+            started = time.perf_counter()
+            agent.learn_updates(updates)
+            seconds = time.perf_counter() - started
+            rates[sampling].append(updates * preset.batch_size * preset.context / seconds)
+    random_rate, sequential_rate = (statistics.median(rates[k]) for k in agents)
     print(
-        f"\n{model}: pretraining {agent.parameter_count()} parameters, batch "
-        f"{config.batch_size} x context {config.context}: {updates / seconds:.1f} updates/s, "
-        f"{samples / seconds:.0f} samples/s ({torch.get_num_threads()} thread(s))"
+        f"\n{model}: pretraining {agents['random'].parameter_count()} parameters, batch "
+        f"{preset.batch_size} x context {preset.context}, {torch.get_num_threads()} thread(s): "
+        f"random segments {random_rate:.0f} samples/s, sequential {sequential_rate:.0f} "
+        f"samples/s (random / sequential {random_rate / sequential_rate:.2f}x; random "
+        f"replays {preset.receptive_steps} steps before each segment)"
     )
 
 
@@ -193,13 +210,14 @@ def main() -> None:
     parser.add_argument("--model", choices=tuple(PRESETS), default="small")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="pretraining batch size")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and updates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
     steps = 50 if args.quick else EPISODE_STEPS
     latency(args.model, rounds, steps, repeats=2 if args.quick else 5)
-    throughput(args.model, updates=20 if args.quick else 100)
+    throughput(args.model, updates=10 if args.quick else 100, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

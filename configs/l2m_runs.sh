@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# docs/results.md "L2M, reduced" (issue 6): data, pretraining on MT40, then fine-tuning on CW10's
-# first three tasks (hammer, push-wall, faucet-close)
-# with every mode. Budgets are a small fraction of the paper's (see docs/results.md).
-#   bash configs/l2m_runs.sh pretrain     # data + crl pretrain (sequential)
-#   bash configs/l2m_runs.sh finetune | xargs -P 2 -I{} bash -c {}
+# docs/results.md "L2M on CW10" (issue 6): data, pretraining of `small` on MT40, then continual
+# fine-tuning on all of CW10 with every mode. Budgets are a small fraction of the paper's
+# (see docs/results.md).
+#   bash configs/l2m_runs.sh collect                 # MT40 x 40 and CW10 x 50 expert episodes
+#   bash configs/l2m_runs.sh pretrain                # crl pretrain (2 threads, ~25 min)
+#   bash configs/l2m_runs.sh finetune 0 | xargs -P 2 -I{} bash -c {}     # seed 0, 2 at a time
+#   crl report runs/l2m10/cw10-*-s0 --out report/l2m-cw10
 set -euo pipefail
+UPDATES=${UPDATES:-1000}  # fine-tuning updates per task
 case "${1:-}" in
+  collect)
+    crl collect --tasks MT40 --episodes 40 --overwrite --no-progress
+    crl collect --tasks CW10 --episodes 50 --overwrite --no-progress
+    ;;
   pretrain)
-    crl collect --tasks MT40 --episodes 10
-    crl collect --tasks CW10 --episodes 20
-    crl pretrain --data MT40 --model small --updates 3000 --eval-episodes 2 --threads 1 \
-      --out runs/l2m/pretrain-small
+    crl pretrain --data MT40 --model small --batch-size 32 --updates 20000 \
+      --checkpoint-every 2000 --eval-episodes 3 --threads 2 --out runs/l2m10/pretrain-small
     ;;
   finetune)
-    COMMON="--agent l2m --sequence hammer,push-wall,faucet-close --pretrained runs/l2m/pretrain-small/model.pt \
-      --steps-per-task 300 --eval-every 300 --checkpoint-every 300 --eval-episodes 3 \
-      --eval-deterministic-episodes 1 --pretrain-eval-tasks 5 --videos false --threads 1 \
-      --progress false --runs-dir runs/l2m"
-    for mode in "l2m --modulator lora" "l2m --modulator ia3" "full" "l2p" "ewc"; do
+    seed=${2:?usage: $0 finetune SEED}
+    COMMON="--agent l2m --sequence CW10 --pretrained runs/l2m10/pretrain-small/model.pt \
+      --steps-per-task $UPDATES --eval-every $UPDATES --checkpoint-every $UPDATES \
+      --eval-episodes 3 --eval-deterministic-episodes 1 --pretrain-eval-tasks 5 \
+      --videos false --threads 1 --progress false --runs-dir runs/l2m10 --seed $seed"
+    for mode in "l2m --modulator lora" "l2m --modulator ia3" "full" "ewc" "l2p"; do
       name=$(echo "$mode" | sed 's/ --modulator /-/')
-      echo "crl train $COMMON --l2m-mode $mode --run-name cw3-$name-s0 --overwrite"
+      echo "crl train $COMMON --l2m-mode $mode --run-name cw10-$name-s$seed --overwrite"
     done
     ;;
-  *) echo "usage: $0 pretrain|finetune" >&2; exit 2 ;;
+  *) echo "usage: $0 collect|pretrain|finetune SEED" >&2; exit 2 ;;
 esac

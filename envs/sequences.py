@@ -278,6 +278,15 @@ def describe_spaces(observation: gym.spaces.Box, action: gym.spaces.Box) -> str:
     return f"observation {observation.shape}{bounds}, action {action.shape}"
 
 
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file; a long task list is no path at all (the OS
+    refuses names over its limit instead of answering no)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
 def load_sequence(
     spec: str | Sequence[str],
     config: EnvConfig | None = None,
@@ -299,7 +308,7 @@ def load_sequence(
     if text.lower() in registered:
         key = registered[text.lower()]
         return TaskSequence(key, SEQUENCES[key], config, steps_per_task)
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+    if text.endswith((".yaml", ".yml")) or _is_file(text):
         return load_sequence_file(text, config, steps_per_task=steps_per_task)
     if "," in text:
         names = [part for part in (p.strip() for p in text.split(",")) if part]

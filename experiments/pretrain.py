@@ -9,8 +9,10 @@ are embedded, so domains of very different reward magnitudes share one model.
 
 Batches mix tasks: the Decision Transformer agent trains on one "task" whose episodes are all
 the pretraining tasks' episodes, and samples each batch's episodes uniformly from them (tasks
-are weighted by their episode counts). Each update trains one segment of ``context`` steps of
-``batch_size`` episodes (agents/dt.py).
+are weighted by their episode counts). The presets train on random segments (agents/dt.py
+``segment_sampling="random"``): each update draws ``batch_size`` segments of ``context``
+steps at random places of random episodes, each computed exactly as acting computes it; the
+L2M fine-tuning of such a checkpoint samples the same way.
 
 Outputs under ``--out``: ``model.pt`` (`agents.l2m.PretrainedModel`, written atomically,
 loaded with ``weights_only=True``), ``tb/`` (TensorBoard: loss, action accuracy, learning
@@ -51,11 +53,13 @@ PRESETS: dict[str, DTConfig] = {
     "small": DTConfig(
         d_model=128, layers=3, heads=4, context=5, memory="none", reward_tokens=True,
         learning_rate=3e-4, warmup=100, batch_size=16, weight_decay=1e-4,
+        segment_sampling="random",
     ),
     # L2M's model: GPT-2 style, 6 layers, 12 heads, width 768, context 5.
     "paper": DTConfig(
         d_model=768, layers=6, heads=12, context=5, memory="none", reward_tokens=True,
         learning_rate=1e-4, warmup=1000, batch_size=16, weight_decay=1e-4, dropout=0.1,
+        segment_sampling="random",
     ),
 }  # fmt: skip
 """``crl pretrain --model NAME`` (memory none, reward tokens, context 5)."""

@@ -129,6 +129,8 @@ def test_action_tokens_round_trip_within_half_a_bin() -> None:
         {"reward_scale": 0.0},
         {"dropout": 1.0},
         {"target_return": float("nan")},
+        {"segment_sampling": "shuffled"},
+        {"segment_sampling": "random", "memory": "hcam"},
     ],
 )
 def test_config_errors(overrides: dict) -> None:
@@ -222,6 +224,74 @@ def test_training_segments_equal_acting_step_by_step(memory: str, reward_tokens:
     )
     assert torch.allclose(in_fours, acting, atol=1e-5)
     assert torch.allclose(at_once, acting, atol=1e-5)
+
+
+# --- random segments (memory none): the same function as acting, every step equally -------
+
+
+@pytest.mark.parametrize("reward_tokens", [False, True])
+def test_random_segments_compute_what_acting_computes(reward_tokens: bool) -> None:
+    """Each random segment's outputs equal acting's at the same steps of its episode: the
+    steps replayed before it fill the cache exactly, padding before step 0 is never seen."""
+    episodes = random_episodes(3, [7, 20, 13], seed=2)
+    agent = make_agent(
+        episodes,
+        memory="none",
+        layers=2,
+        context=3,
+        batch_size=16,
+        reward_tokens=reward_tokens,
+        reward_scale=2.0,
+        segment_sampling="random",
+    )
+    agent.learn_updates(3)
+    batch = agent._sample_batch()
+    assert batch.timesteps is not None
+    assert not bool(batch.valid[:, :4].all())  # some rows start before their episode does
+    outputs, _, valid = agent._segment_outputs(batch)
+    checked = 0
+    for row, episode_index in enumerate(batch.episodes.tolist()):
+        episode = episodes[episode_index]
+        agent.config.target_return = float(episode["rewards"].sum())  # the data's rtg
+        agent.start_episode(0)
+        acting = [
+            agent.replay(episode["observations"][t], episode["actions"][t], episode["rewards"][t])
+            for t in range(len(episode["rewards"]))
+        ]
+        for column, step in enumerate(batch.timesteps[row, -3:].tolist()):
+            if valid[row, column]:
+                assert torch.allclose(outputs[row, column], acting[step], atol=1e-5)
+                checked += 1
+    assert checked >= 20
+
+
+def test_random_segments_weight_every_step_equally() -> None:
+    """Segment starts run from -(context-1), so the first steps are trained as often as the
+    rest; every draw is a fresh batch, nothing carried between updates."""
+    episodes = random_episodes(1, 9)
+    agent = make_agent(episodes, memory="none", context=3, batch_size=64, segment_sampling="random")
+    counts = torch.zeros(9)
+    for _ in range(100):
+        batch = agent._sample_batch()
+        assert batch.timesteps is not None
+        steps = batch.timesteps[:, -3:][batch.valid[:, -3:]]
+        counts += torch.bincount(steps, minlength=9).float()
+    share = counts / counts.sum()
+    assert float(share.min()) > 0.8 / 9 and float(share.max()) < 1.2 / 9
+    agent.learn_updates(2)
+    assert agent._batch is None
+
+
+def test_random_segments_resume_exactly() -> None:
+    episodes = random_episodes(5, [10, 7, 10, 9, 5])
+    agent = make_agent(episodes, memory="none", segment_sampling="random")
+    agent.learn_updates(4)
+    state = checkpoint_round_trip(agent.training_state())
+    restored = DecisionTransformerAgent(OBS, ACT, 1, agent.config, lambda task: episodes, seed=9)
+    restored.load_training_state(state)
+    agent.learn_updates(3)
+    restored.learn_updates(3)
+    assert_same_state(agent.training_state(), restored.training_state())
 
 
 # --- recall: memory is necessary, HCAM learns it, a short window cannot ---------------------

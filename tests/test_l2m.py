@@ -29,13 +29,14 @@ from memory.datasets import load_episodes
 TASKS = ["toy-reach-0", "toy-reach-4"]
 
 IMITATION_UPDATES = 300
-"""Pretraining updates of the imitation test (small preset, batch 16, ~10 s on 1 thread)."""
+"""Pretraining updates of the imitation test (small preset, batch 16, ~15 s on 1 thread)."""
 IMITATION_THRESHOLD = 0.6
 """Success over 10 sampled-action episodes the pretrained model must reach on toy-reach-0.
 
-Measured (seeds 0-3): 0.9, 0.8, 1.0, 0.9 after 300 updates (0.7-0.9 after 200, 0.0-0.2 after
-100); the data (expert with action noise 0.1) succeed 1.0. Greedy acting is less reliable at
-this budget (seed 0: 0/1 greedy episodes), so the threshold is on sampled actions."""
+Measured with random segments (seeds 0-3): 0.9, 0.9, 1.0, 0.9 after 300 updates (0.6-0.9
+after 200, 0.2-0.6 after 100); the data (expert with action noise 0.1) succeed 1.0. Greedy
+acting is less reliable at this budget (seed 0: 0/1 greedy episodes), so the threshold is on
+sampled actions."""
 
 
 @pytest.fixture(autouse=True)
@@ -166,29 +167,32 @@ def test_a_multi_domain_batch_puts_each_sample_in_its_task_slots(tmp_path: Path)
     agent.on_task_start(0)
     seen = set()
     for _ in range(3):
-        batch = agent._sample_batch()
+        batch = agent._sample_batch()  # random segments (the preset's sampling)
+        assert batch.timesteps is not None
         for row, index in enumerate(batch.episodes.tolist()):
             task = "toy-reach-0" if names[index] == "toy-reach-0" else "reach"
             seen.add(task)
             source = native[task][index if task == "toy-reach-0" else index - 6]
-            steps = source["actions"].shape[0]
+            real = batch.valid[row]
+            steps = batch.timesteps[row][real].numpy()
             positions = layout.positions(task)
-            states = batch.states[row, :steps].numpy()
-            np.testing.assert_array_equal(states[:, positions], source["observations"][:steps])
+            states = batch.states[row][real].numpy()
+            np.testing.assert_array_equal(states[:, positions], source["observations"][steps])
             outside = np.delete(states, positions, axis=1)
             assert not outside.any(), f"{task} writes outside its slots"
+            assert not batch.states[row][~real].any(), "padding steps must be zero"
             # Actions: native dims first, zero padding after, each dimension fed back as the
             # centre of its bin (64 over [-1, 1]; 0 is fed as the centre of bin 32).
             width = source["actions"].shape[1]
-            padded = np.zeros((steps, layout.action_dim), dtype=np.float32)
-            padded[:, :width] = source["actions"]
+            padded = np.zeros((len(steps), layout.action_dim), dtype=np.float32)
+            padded[:, :width] = source["actions"][steps]
             tokens = tokenize_actions(torch.as_tensor(padded), 64)
             assert (tokens[:, width:] == 32).all()
-            torch.testing.assert_close(batch.actions[row, :steps], detokenize_actions(tokens, 64))
+            torch.testing.assert_close(batch.actions[row][real], detokenize_actions(tokens, 64))
             # Rewards per domain scale: Meta-World / 200, toy / 1.
             scale = reward_scale_of(task)
             np.testing.assert_allclose(
-                batch.rewards[row, :steps].numpy(), source["rewards"] / scale, rtol=1e-5
+                batch.rewards[row][real].numpy(), source["rewards"][steps] / scale, rtol=1e-5
             )
     assert seen == {"toy-reach-0", "reach"}
     assert best[1] == pytest.approx(max(e["return"] for e in native["reach"]) / 200)

@@ -49,6 +49,9 @@ def test_single_task_and_comma_lists() -> None:
     custom = envs.load_sequence(" push , reach-v3 ,window-close")
     assert custom.task_names == ("push-v3", "reach-v3", "window-close-v3")
     assert envs.load_sequence(["toy-reach-0", "toy-reach-4"]).num_tasks == 2
+    # A list longer than the OS allows a file name is still a list (MT40 written out).
+    mt40 = envs.load_sequence("MT40").task_names
+    assert envs.load_sequence(",".join(mt40)).task_names == mt40
 
 
 def test_current_task_index_moves_forward() -> None:
