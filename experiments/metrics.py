@@ -28,7 +28,10 @@ Metrics
 Continual World (Wolczyk et al., 2021):
 
 * ``final`` value of task ``j`` at time ``s``: mean of the last ``window`` evaluations of
-  task ``j`` taken at steps ``<= s`` (fewer if fewer exist).
+  task ``j`` taken at steps ``<= s`` (fewer if fewer exist), counting only evaluations inside
+  the training window that contains ``s`` (the latest evaluation alone if that window has
+  none). Why: with sparse evaluations (one per task end) the last five would otherwise
+  reach back into earlier tasks and mix in values from before task ``j`` was trained.
 * average performance: mean over tasks of the final value at the end of the sequence.
 * forgetting ``F_i = final_i(task_ends[i]) - final_i(end of sequence)``; the mean is over all
   ``T`` tasks (the last task has ``F = 0`` by construction), as in the paper.
@@ -237,8 +240,21 @@ def training_task_at(m: EvalMatrix, eval_index: int) -> int:
     return int(np.searchsorted(m.task_ends, step, side="left"))
 
 
+def _final_rows(m: EvalMatrix, step: int, window: int) -> slice:
+    """The evaluations a final value at ``step`` averages: the last ``window`` at steps
+    ``<= step`` inside the training window containing ``step`` (at least the latest one)."""
+    end = int(np.searchsorted(m.eval_steps, step, side="right"))
+    if end == 0:
+        raise ValueError(f"no evaluation at or before step {step} (first is {m.eval_steps[0]})")
+    containing = int(np.searchsorted(m.task_ends, step, side="left"))
+    window_start = int(m.task_starts[min(containing, m.n_tasks - 1)]) if step > 0 else 0
+    first_inside = int(np.searchsorted(m.eval_steps, window_start, side="right"))
+    return slice(min(max(end - window, first_inside), end - 1), end)
+
+
 def final_value(m: EvalMatrix, task: int, step: int, window: int = 5) -> float:
-    """Mean success of ``task`` over the last ``window`` evaluations taken at steps ``<= step``.
+    """Mean success of ``task`` over the last ``window`` evaluations taken at steps ``<= step``
+    inside the training window that contains ``step`` (the module doc).
 
     Fewer evaluations are averaged if fewer exist.
 
@@ -247,16 +263,19 @@ def final_value(m: EvalMatrix, task: int, step: int, window: int = 5) -> float:
     """
     _check_window(window)
     _check_task(m, task)
-    end = int(np.searchsorted(m.eval_steps, step, side="right"))
-    if end == 0:
-        raise ValueError(f"no evaluation at or before step {step} (first is {m.eval_steps[0]})")
-    return float(np.mean(m.success[max(0, end - window) : end, task]))
+    return float(np.mean(m.success[_final_rows(m, step, window), task]))
+
+
+def _end_rows(m: EvalMatrix, window: int) -> slice:
+    """The evaluations "the end of the sequence" averages (see `_final_rows`)."""
+    return _final_rows(m, int(m.eval_steps[-1]), window)
 
 
 def average_performance(m: EvalMatrix, window: int = 5) -> float:
-    """Mean over tasks of the final success at the end of the sequence (last ``window`` evals)."""
+    """Mean over tasks of the final success at the end of the sequence (last ``window`` evals
+    inside the last training window)."""
     _check_window(window)
-    return float(np.mean(m.success[-window:, :]))
+    return float(np.mean(m.success[_end_rows(m, window), :]))
 
 
 def forgetting(m: EvalMatrix, window: int = 5) -> ForgettingResult:
@@ -271,7 +290,7 @@ def forgetting(m: EvalMatrix, window: int = 5) -> ForgettingResult:
         ValueError: if some task has no evaluation at or before the end of its training.
     """
     _check_window(window)
-    end_final = np.mean(m.success[-window:, :], axis=0)
+    end_final = np.mean(m.success[_end_rows(m, window), :], axis=0)
     per_task = tuple(
         final_value(m, i, int(m.task_ends[i]), window) - float(end_final[i])
         for i in range(m.n_tasks)

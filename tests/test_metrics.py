@@ -63,17 +63,29 @@ def test_average_performance(m3: EvalMatrix) -> None:
     # window=2 -> evals 5, 6: task0 (0.7+0.5)/2=0.6, task1 (0.3+0.2)/2=0.25,
     # task2 (0.6+1.0)/2=0.8; mean (0.6+0.25+0.8)/3 = 1.65/3 = 0.55.
     assert average_performance(m3, window=2) == pytest.approx(0.55)
-    # window=5 (default) -> evals 2..6: task0 (0.9+0.6+0.4+0.7+0.5)/5=3.1/5=0.62,
-    # task1 (0.1+0.5+0.9+0.3+0.2)/5=2.0/5=0.4, task2 (0.0+0.2+0.3+0.6+1.0)/5=2.1/5=0.42;
-    # mean (0.62+0.4+0.42)/3 = 1.44/3 = 0.48.
-    assert average_performance(m3) == pytest.approx(0.48)
+    # window=5 (default): only evals inside the last task's window (20, 30] count, evals 5
+    # and 6, so the same 0.55; evals 2..4 were taken while earlier tasks trained.
+    assert average_performance(m3) == pytest.approx(0.55)
 
 
 def test_final_value_uses_fewer_evals_when_fewer_exist(m3: EvalMatrix) -> None:
-    # task 0 up to step 10 has only evals 0..2: (0.0+0.5+0.9)/3 = 1.4/3.
-    assert final_value(m3, 0, 10, window=5) == pytest.approx(1.4 / 3)
-    # step 12 (between evals) -> same evals, last 2: (0.5+0.9)/2 = 0.7.
-    assert final_value(m3, 0, 12, window=2) == pytest.approx(0.7)
+    # task 0 up to step 10: its window (0, 10] holds evals 1, 2 only: (0.5+0.9)/2 = 0.7.
+    assert final_value(m3, 0, 10, window=5) == pytest.approx(0.7)
+    # step 12 lies in task 1's window, which has no evaluation yet: the latest alone (0.9).
+    assert final_value(m3, 0, 12, window=2) == pytest.approx(0.9)
+    # step 0: the evaluation before training.
+    assert final_value(m3, 0, 0) == pytest.approx(0.0)
+
+
+def test_final_value_never_reaches_into_an_earlier_task() -> None:
+    """One evaluation per task end (a sparse schedule): the final value at a task end is that
+    evaluation, not an average with values from before the task trained."""
+    sparse = EvalMatrix(
+        np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 10, 20]), np.array([10, 20])
+    )
+    assert final_value(sparse, 1, 20) == pytest.approx(1.0)
+    assert forgetting(sparse).per_task == pytest.approx((1.0, 0.0))
+    assert average_performance(sparse) == pytest.approx(0.5)
 
 
 def test_forgetting_window_2(m3: EvalMatrix) -> None:
@@ -88,13 +100,11 @@ def test_forgetting_window_2(m3: EvalMatrix) -> None:
 
 
 def test_forgetting_default_window(m3: EvalMatrix) -> None:
-    # task0: at step 10 only evals 0..2 exist: (0+0.5+0.9)/3 = 1.4/3; end (window 5) = 0.62
-    #        F0 = 1.4/3 - 0.62 = -0.1533...  (negative = backward transfer)
-    # task1: at step 20 evals 0..4: (0+0+0.1+0.5+0.9)/5 = 0.3; end = 0.4 -> F1 = -0.1
-    # task2: F2 = 0.  mean = (1.4/3 - 0.62 - 0.1)/3
+    # Window 5, but each final value only averages its own training window's evals (two
+    # here), so the values of window 2: F = (0.1, 0.45, 0), mean 0.55/3.
     result = forgetting(m3)
-    assert result.per_task == pytest.approx((1.4 / 3 - 0.62, -0.1, 0.0))
-    assert result.mean == pytest.approx((1.4 / 3 - 0.62 - 0.1) / 3)
+    assert result.per_task == pytest.approx((0.1, 0.45, 0.0))
+    assert result.mean == pytest.approx(0.55 / 3)
 
 
 def test_auc_in_own_window_excludes_step_zero(m3: EvalMatrix) -> None:
@@ -224,13 +234,13 @@ def test_windowed_forgetting_window_width() -> None:
 
 
 def test_summarize_is_json_serializable(m3: EvalMatrix) -> None:
-    # Values from the tests above (window 5): performance 0.48, forgetting (1.4/3-0.72)/3,
+    # Values from the tests above (window 5): performance 0.55, forgetting 0.55/3,
     # FT -0.05, min-ACC 0.3, WC-ACC 1/3+0.2, WF10 = WF100 = 1.3/3 (E=7 < 10).
     summary = summarize(m3, {0: 0.5, 1: 0.8})
     assert summary == pytest.approx(
         {
-            "performance": 0.48,
-            "forgetting": (1.4 / 3 - 0.72) / 3,
+            "performance": 0.55,
+            "forgetting": 0.55 / 3,
             "forward_transfer": -0.05,
             "min_acc": 0.3,
             "wc_acc": 1 / 3 + 0.2,
