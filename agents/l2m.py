@@ -304,6 +304,9 @@ class L2MConfig:
     fine-tuning with Elastic Weight Consolidation) or l2p (prompt pool, prefix prompts)."""
     pool_size: int = 30
     """Entries of the modulation pool (mode l2m)."""
+    pool_top_k: int = 1
+    """Pool entries selected per episode (mode l2m); their modulations are averaged (L2M:
+    1)."""
     pretrain_eval_tasks: int = 0
     """Pretraining tasks (an even sample) also evaluated before fine-tuning and at every task
     end, to measure retention of pretraining (results.json pretrain_retention)."""
@@ -333,6 +336,10 @@ class L2MConfig:
             raise ConfigError(f"l2m_mode must be one of {', '.join(MODES)}, got {self.l2m_mode!r}")
         if self.pool_size < 1 or self.pretrain_eval_tasks < 0 or self.l2m_batch_size < 1:
             raise ConfigError("pool_size and l2m_batch_size must be >= 1, pretrain_eval_tasks >= 0")
+        if not 1 <= self.pool_top_k <= self.pool_size:
+            raise ConfigError(
+                f"pool_top_k must be in [1, pool_size={self.pool_size}], got {self.pool_top_k}"
+            )
         if not self.l2m_learning_rate > 0 or self.l2m_warmup < 0:
             raise ConfigError("l2m_learning_rate must be positive and l2m_warmup >= 0")
         if min(self.prompt_pool_size, self.prompt_length, self.prompt_top_k) < 1:
@@ -351,7 +358,9 @@ class L2MConfig:
             return ModulationConfig.single(self.modulator)
         if self.l2m_mode == "oracle":
             return ModulationConfig.per_task(num_tasks, self.modulator)
-        return ModulationConfig(kind=self.modulator, pool_size=self.pool_size)
+        return ModulationConfig(
+            kind=self.modulator, pool_size=self.pool_size, top_k=self.pool_top_k
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

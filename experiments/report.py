@@ -42,6 +42,7 @@ __all__ = [
     "METRICS",
     "MethodSummary",
     "MetricValue",
+    "PretrainRetention",
     "ReportError",
     "RunResult",
     "add_report_parser",
@@ -52,6 +53,7 @@ __all__ = [
     "plot_heatmap",
     "plot_method_comparison",
     "render_table",
+    "retention_rows",
     "summarize_runs",
     "write_report",
 ]
@@ -121,6 +123,9 @@ class RunResult:
     plasticity: Mapping[str, Any] | None = None
     """The run's plasticity record (metrics, resets, replay-ratio switches), if it has
     metrics."""
+    retention: PretrainRetention | None = None
+    """How an L2M run scored on a sample of its pretraining tasks before fine-tuning and at
+    every task end (``crl train --agent l2m --pretrain-eval-tasks N``), if it was measured."""
 
     @property
     def finished(self) -> bool:
@@ -171,11 +176,11 @@ class _Validator:
         return float(value)
 
     def score_matrix(
-        self, score: Mapping[str, Any], key: str, shape: tuple[int, int]
+        self, score: Mapping[str, Any], key: str, shape: tuple[int, int], parent: str = "score"
     ) -> FloatArray:
         rows = score[key]
         n_evals, n_tasks = shape
-        where = f"'score.{key}'"
+        where = f"'{parent}.{key}'"
         if not isinstance(rows, list) or len(rows) != n_evals:
             found = f"{len(rows)} rows" if isinstance(rows, list) else type(rows).__name__
             raise self.fail(f"{where} must have one row per evaluation ({n_evals}), got {found}")
@@ -190,6 +195,52 @@ class _Validator:
 
 
 _REQUIRED_KEYS = ("name", "method", "seed", "sequence", "tasks", "task_ends", "eval_steps")
+
+
+@dataclass(frozen=True)
+class PretrainRetention:
+    """Scores of an L2M run on pretraining tasks it never fine-tuned on: row ``e`` of
+    ``score`` and ``returns`` is the evaluation after ``steps[e]`` updates (row 0: the
+    pretrained model, before the first task)."""
+
+    tasks: tuple[str, ...]
+    steps: tuple[int, ...]
+    score: FloatArray
+    """(evaluations, tasks) success rate (Meta-World) or normalized score (DMControl)."""
+    returns: FloatArray
+    """(evaluations, tasks) mean episode return."""
+
+    @property
+    def return_ratio(self) -> float | None:
+        """Summed return at the last evaluation over the summed return before fine-tuning
+        (None when the latter is not positive)."""
+        before, after = float(self.returns[0].sum()), float(self.returns[-1].sum())
+        return after / before if before > 0 else None
+
+
+def _retention_record(data: Mapping[str, Any], check: _Validator) -> PretrainRetention | None:
+    """The validated ``pretrain_retention`` of a results.json payload, or None when absent
+    or empty (no pretraining tasks were evaluated)."""
+    record = data.get("pretrain_retention")
+    if record is None or (isinstance(record, dict) and not record.get("tasks")):
+        return None
+    if not isinstance(record, dict) or not all(
+        key in record for key in ("tasks", "steps", "score", "return")
+    ):
+        raise check.fail("'pretrain_retention' must hold 'tasks', 'steps', 'score' and 'return'")
+    tasks = record["tasks"]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise check.fail("'pretrain_retention.tasks' must be a list of task names")
+    steps = check.int_list(record, "steps")
+    if not steps:
+        return None  # declared, not evaluated yet
+    shape = (len(steps), len(tasks))
+    return PretrainRetention(
+        tasks=tuple(tasks),
+        steps=tuple(steps),
+        score=check.score_matrix(record, "score", shape, parent="pretrain_retention"),
+        returns=check.score_matrix(record, "return", shape, parent="pretrain_retention"),
+    )
 
 
 def load_run(run_dir: Path) -> RunResult:
@@ -278,6 +329,7 @@ def load_run(run_dir: Path) -> RunResult:
         eval_time_s=check.optional_number(data, "eval_time_s"),
         matrix=matrix,
         plasticity=_plasticity_record(data),
+        retention=_retention_record(data, check),
     )
 
 
@@ -468,6 +520,56 @@ def markdown_table(summaries: Sequence[MethodSummary]) -> str:
     for summary in summaries:
         lines.append("| " + " | ".join(_md_cell(cell) for cell in _row(summary)) + " |")
     return "\n".join(lines)
+
+
+RETENTION_HEADERS = (
+    "run", "method", "seed", "pretraining tasks", "success before", "success after",
+    "return before", "return after", "after / before",
+)  # fmt: skip
+
+
+def retention_rows(runs: Sequence[RunResult]) -> list[list[str]]:
+    """One row per run that measured retention of pretraining (:data:`RETENTION_HEADERS`):
+    mean success (or normalized score) and summed return on the pretraining sample, before
+    fine-tuning and at the last evaluation."""
+    rows = []
+    for run in runs:
+        kept = run.retention
+        if kept is None:
+            continue
+        ratio = kept.return_ratio
+        rows.append([
+            run.name, run.method, str(run.seed), str(len(kept.tasks)),
+            _fmt(float(kept.score[0].mean()), 2), _fmt(float(kept.score[-1].mean()), 2),
+            f"{kept.returns[0].sum():.0f}", f"{kept.returns[-1].sum():.0f}",
+            NOT_AVAILABLE if ratio is None else f"{ratio:.2f}x",
+        ])  # fmt: skip
+    return rows
+
+
+def _retention_markdown(runs: Sequence[RunResult]) -> list[str]:
+    rows = retention_rows(runs)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Retention of pretraining",
+        "",
+        "Pretraining tasks that no task of the sequence trains on, scored before fine-tuning "
+        "and at the last evaluation (`--pretrain-eval-tasks`).",
+        "",
+        "| " + " | ".join(RETENTION_HEADERS) + " |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    lines += ["", "| run | task | success per evaluation |", "| --- | --- | --- |"]
+    for run in runs:
+        if run.retention is None:
+            continue
+        for j, task in enumerate(run.retention.tasks):
+            trace = " ".join(_fmt(float(v), 2) for v in run.retention.score[:, j])
+            lines.append(f"| {_md_cell(run.name)} | {_md_cell(task)} | {trace} |")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,6 +777,7 @@ def _report_markdown(runs: Sequence[RunResult], summaries: Sequence[MethodSummar
         cells = [run.name, run.method, str(run.seed), run.sequence, str(len(run.tasks))]
         cells += ["yes" if run.finished else "no", wall]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    lines += _retention_markdown(runs)
     for run in runs:
         stem = _safe_name(run.name)
         lines += [
@@ -814,6 +917,17 @@ def _cmd_report(args: argparse.Namespace) -> None:
     runs = [load_run(Path(d)) for d in args.run_dirs]
     summaries = summarize_runs(runs)
     console.print(render_table(summaries))
+    rows = retention_rows(runs)
+    if rows:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="retention of pretraining (sample of pretraining tasks)")
+        for index, header in enumerate(RETENTION_HEADERS):
+            table.add_column(header, justify="left" if index < 2 else "right")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
     _, written = _write_artifacts(runs, summaries, args.out)
     console.print("wrote:", highlight=False)
     for path in written:

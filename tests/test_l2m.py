@@ -94,6 +94,23 @@ def fine_tune(agent: L2MAgent, updates: int = 12) -> None:
         agent.on_task_end(task)
 
 
+def replayed_outputs(
+    agent: L2MAgent, episode: dict, task: int, steps: int, merged: bool
+) -> torch.Tensor:
+    """The agent's outputs while replaying the first ``steps`` steps of ``episode`` as task
+    ``task``, acting with the entry merged into the weights or with per-sample modulation."""
+    agent.merge_for_acting = merged
+    agent.start_episode(task)
+    return torch.stack(
+        [
+            agent.replay(
+                episode["observations"][t], episode["actions"][t], float(episode["rewards"][t])
+            )
+            for t in range(steps)
+        ]
+    )
+
+
 @pytest.mark.parametrize("modulator", ["lora", "ia3"])
 def test_l2m_keeps_every_parameter_outside_the_pool_bit_identical(
     checkpoint: Path, data_dir: Path, modulator: str
@@ -272,23 +289,30 @@ def test_acting_with_merged_weights_matches_the_per_sample_modulation(
     agent = make_agent(checkpoint, data_dir, modulator=modulator)
     fine_tune(agent, updates=6)  # trained entries: LoRA's B and (IA)^3's vectors moved
     episode = task_episodes(PretrainedModel.load(checkpoint), data_dir)[0][0]
-    outputs = {}
-    for merged in (True, False):
-        agent.merge_for_acting = merged
-        agent.start_episode(0)
-        outputs[merged] = torch.stack(
-            [
-                agent.replay(
-                    episode["observations"][t], episode["actions"][t], float(episode["rewards"][t])
-                )
-                for t in range(10)
-            ]
-        )
-    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-4, atol=1e-4)
+    merged = replayed_outputs(agent, episode, task=0, steps=10, merged=True)
+    unmerged = replayed_outputs(agent, episode, task=0, steps=10, merged=False)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
     # Training moves the pool, so merged weights are recomputed, not reused stale.
     agent.on_task_start(0)
     agent.learn_updates(1)
     assert not agent._merged
+
+
+def test_top_k_selection_trains_k_entries_per_task_and_acts_with_their_average(
+    checkpoint: Path, data_dir: Path
+) -> None:
+    agent = make_agent(checkpoint, data_dir, pool_top_k=2)
+    assert agent.pool is not None and agent.pool.config.top_k == 2
+    fine_tune(agent, updates=6)
+    # Two entries per task, and the usage penalty keeps the second task off the first's.
+    assert int((agent.pool.usage > 0).sum()) == 4
+    episode = task_episodes(PretrainedModel.load(checkpoint), data_dir)[1][0]
+    merged = replayed_outputs(agent, episode, task=1, steps=8, merged=True)
+    assert agent._act_selection is not None and agent._act_selection.shape == (1, 2)
+    unmerged = replayed_outputs(agent, episode, task=1, steps=8, merged=False)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="pool_top_k"):
+        L2MConfig(pool_size=3, pool_top_k=4)
 
 
 def test_a_restored_agent_continues_exactly_where_it_stopped(

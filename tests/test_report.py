@@ -354,3 +354,57 @@ def test_plasticity_plot_appears_only_for_runs_with_plasticity_metrics(tmp_path:
     plastic = write_run(tmp_path, results("l2", 0, name="plastic", plasticity=plasticity))
     write_report([plastic], None)
     _check_png(plastic / "plasticity.png", (10, 6.5))
+
+
+def retention(returns_after: float) -> dict[str, Any]:
+    """A pretrain_retention record: 2 pretraining tasks, before fine-tuning and after each of
+    the 3 tasks; the first task's return falls from 400 to ``returns_after``."""
+    return {
+        "tasks": ["assembly-v3", "window-open-v3"],
+        "steps": [0, 1000, 2000, 3000],
+        "score": [[1.0, 0.5], [1.0, 0.5], [0.5, 0.5], [0.0, 0.5]],
+        "return": [[400.0, 100.0], [380.0, 100.0], [300.0, 100.0], [returns_after, 100.0]],
+    }
+
+
+def test_retention_of_pretraining_is_reported_per_run(tmp_path: Path, capsys: Any) -> None:
+    plain = write_run(tmp_path, results("finetune", 0))
+    kept = write_run(tmp_path, results("l2m-l2m-lora", 0, pretrain_retention=retention(150.0)))
+    run = load_run(kept)
+    assert run.retention is not None and load_run(plain).retention is None
+    assert run.retention.return_ratio == pytest.approx(250.0 / 500.0)
+    assert report.retention_rows([load_run(plain), run]) == [
+        ["cw3-l2m-l2m-lora-s0", "l2m-l2m-lora", "0", "2", "0.75", "0.25", "500", "250", "0.50x"]
+    ]
+    out = tmp_path / "out"
+    write_report([plain, kept], out)
+    text = (out / "report.md").read_text()
+    assert "## Retention of pretraining" in text
+    assert "| cw3-l2m-l2m-lora-s0 | assembly-v3 | 1.00 1.00 0.50 0.00 |" in text
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", str(plain), str(kept), "--out", str(tmp_path / "o2")])
+    args.run(args)
+    assert "retention of pretraining" in capsys.readouterr().out
+
+
+def test_reports_without_retention_have_no_retention_section(tmp_path: Path) -> None:
+    plain = write_run(tmp_path, results("finetune", 0, pretrain_retention={"tasks": []}))
+    assert load_run(plain).retention is None
+    write_report([plain], None)
+    assert "Retention" not in (plain / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"tasks": ["assembly-v3"]},
+        {"tasks": ["assembly-v3"], "steps": [0], "score": [[1.0, 0.0]], "return": [[1.0]]},
+        {"tasks": ["assembly-v3"], "steps": [0, 1], "score": [[1.0]], "return": [[1.0], [1.0]]},
+        "not a record",
+    ],
+)
+def test_corrupt_retention_records_are_refused_by_name(tmp_path: Path, record: Any) -> None:
+    run_dir = write_run(tmp_path, results("finetune", 0, pretrain_retention=record))
+    with pytest.raises(ReportError, match="pretrain_retention"):
+        load_run(run_dir)
