@@ -922,11 +922,12 @@ def _cmd_report(args: argparse.Namespace) -> None:
         from rich.table import Table
         from rich.text import Text
 
+        # Compact columns: the markdown report has the full table.
         table = Table(title="retention of pretraining (sample of pretraining tasks)")
-        for index, header in enumerate(RETENTION_HEADERS):
-            table.add_column(header, justify="left" if index < 2 else "right")
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+        for header in ("run", "tasks", "success before -> after", "return before -> after"):
+            table.add_column(header, justify="left" if header == "run" else "right")
+        for run, _method, _seed, tasks, s0, s1, r0, r1, ratio in rows:
+            table.add_row(Text(run), tasks, f"{s0} -> {s1}", f"{r0} -> {r1} ({ratio})")
         console.print(table)
     _, written = _write_artifacts(runs, summaries, args.out)
     console.print("wrote:", highlight=False)
