@@ -123,6 +123,8 @@ class RunResult:
     plasticity: Mapping[str, Any] | None = None
     """The run's plasticity record (metrics, resets, replay-ratio switches), if it has
     metrics."""
+    step_unit: str = "env steps"
+    """What the run's steps count: env steps (SAC) or gradient updates (offline DT/L2M)."""
     retention: PretrainRetention | None = None
     """How an L2M run scored on a sample of its pretraining tasks before fine-tuning and at
     every task end (``crl train --agent l2m --pretrain-eval-tasks N``), if it was measured."""
@@ -329,6 +331,7 @@ def load_run(run_dir: Path) -> RunResult:
         eval_time_s=check.optional_number(data, "eval_time_s"),
         matrix=matrix,
         plasticity=_plasticity_record(data),
+        step_unit="updates" if data.get("step_unit") == "updates" else "env steps",
         retention=_retention_record(data, check),
     )
 
@@ -641,7 +644,7 @@ def plot_heatmap(run: RunResult, path: Path) -> Path:
     ax.set_yticks(range(m.n_tasks), _task_labels(run), fontsize=8)
     ticks = np.arange(0, m.n_evals, _tick_stride(m.n_evals))
     ax.set_xticks(ticks, [_format_steps(m.eval_steps[i]) for i in ticks])
-    ax.set_xlabel("evaluation (env steps)")
+    ax.set_xlabel(f"evaluation ({run.step_unit})")
     # Column e lies in the window of task i iff task_starts[i] < step <= task_ends[i]; a
     # boundary is drawn between the last evaluation of one window and the first of the next.
     first = np.searchsorted(m.eval_steps, m.task_starts, side="right")
@@ -704,7 +707,7 @@ def plot_curves(run: RunResult, path: Path) -> Path:
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside upper right", ncols=2, fontsize=8, frameon=False)
     axes[0, -1].xaxis.set_major_formatter(FuncFormatter(lambda x, _: _format_steps(x)))
-    fig.supxlabel("env steps")
+    fig.supxlabel(run.step_unit)
     fig.supylabel("success rate (stochastic policy)")
     fig.suptitle(f"{run.name}: {run.method} on {run.sequence}")
     return _save(fig, path)

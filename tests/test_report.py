@@ -369,9 +369,13 @@ def retention(returns_after: float) -> dict[str, Any]:
 
 def test_retention_of_pretraining_is_reported_per_run(tmp_path: Path, capsys: Any) -> None:
     plain = write_run(tmp_path, results("finetune", 0))
-    kept = write_run(tmp_path, results("l2m-l2m-lora", 0, pretrain_retention=retention(150.0)))
+    kept = write_run(
+        tmp_path,
+        results("l2m-l2m-lora", 0, pretrain_retention=retention(150.0), step_unit="updates"),
+    )
     run = load_run(kept)
     assert run.retention is not None and load_run(plain).retention is None
+    assert (run.step_unit, load_run(plain).step_unit) == ("updates", "env steps")
     assert run.retention.return_ratio == pytest.approx(250.0 / 500.0)
     assert report.retention_rows([load_run(plain), run]) == [
         ["cw3-l2m-l2m-lora-s0", "l2m-l2m-lora", "0", "2", "0.75", "0.25", "500", "250", "0.50x"]
