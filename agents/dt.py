@@ -62,11 +62,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from crlgym.memory import MEMORY_KINDS, MemoryLayer, MemoryState, make_memory
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from envs.errors import ConfigError
-from memory import MEMORY_KINDS, MemoryLayer, MemoryState, make_memory
+from crlgym.errors import ConfigError
 
 MEMORY_CHOICES: tuple[str, ...] = (*MEMORY_KINDS, "none")
 """Valid `DTConfig.memory` values; ``none`` is a plain Decision Transformer."""
@@ -535,7 +535,7 @@ class DecisionTransformerAgent:
         num_tasks: tasks of the run (indices 0 .. num_tasks-1).
         config: hyperparameters.
         episodes_of: task index -> that task's offline episodes, dicts as
-            `memory.datasets.load_episodes` returns (``observations`` (T+1, obs),
+            `crlgym.memory.datasets.load_episodes` returns (``observations`` (T+1, obs),
             ``actions`` (T, act), ``rewards`` (T,), optionally ``returns_to_go`` (T,)).
             Called at a task's start, on a restore, and once per task to find the acting
             target return when ``config.target_return`` is None.

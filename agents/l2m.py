@@ -62,11 +62,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
-from agents.dt import Context, DecisionTransformer, DecisionTransformerAgent, DTConfig, _Batch
-from agents.modulation import (
+from crlgym.agents.dt import (
+    Context,
+    DecisionTransformer,
+    DecisionTransformerAgent,
+    DTConfig,
+    _Batch,
+)
+from crlgym.agents.modulation import (
     ModulatedLinear,
     ModulationConfig,
     ModulationPool,
@@ -75,10 +78,13 @@ from agents.modulation import (
     state_query,
     trainable_parameters,
 )
-from envs.dmc_specs import load_dmc_specs
-from envs.errors import ConfigError
-from envs.padding import RECALL_SLOT, TOY_SLOT, PaddedLayout
-from envs.tasks import canonical_task_name, task_domain
+from crlgym.envs.dmc_specs import load_dmc_specs
+from crlgym.envs.padding import RECALL_SLOT, TOY_SLOT, PaddedLayout
+from crlgym.envs.tasks import canonical_task_name, task_domain
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from crlgym.errors import ConfigError
 
 # --- domains and spaces -----------------------------------------------------------------------
 
@@ -103,7 +109,7 @@ def fit_positions(layout: PaddedLayout, task: str) -> np.ndarray:
         ConfigError: the layout has no slot for the task's domain or keys, a slot is too
             narrow for the task, or the task's actions are wider than the layout's.
     """
-    from envs.sequences import native_spaces
+    from crlgym.envs.sequences import native_spaces
 
     name = canonical_task_name(task)
     domain = task_domain(name)
@@ -195,7 +201,7 @@ class SpaceMap:
 def layout_episodes(
     episodes: list[dict[str, Any]], task: str, layout: PaddedLayout
 ) -> list[dict[str, Any]]:
-    """Native episodes of ``task`` (`memory.datasets.load_episodes`) in ``layout``'s space:
+    """Native episodes of ``task`` (`crlgym.memory.datasets.load_episodes`) in ``layout``'s space:
     observations in the task's slots, actions zero-padded to the layout's width."""
     space = SpaceMap(task, layout, None, layout.action_dim)
     out = []
@@ -610,7 +616,7 @@ class L2MAgent(DecisionTransformerAgent):
             self._consolidate()
         super().on_task_end(task_index)
         if self.pool is not None:
-            self.pool.end_task()
+            self.pool.on_task_end()
         self._selection, self._query = None, None
 
     def _sample_batch(self, episodes: Tensor | None = None) -> _Batch:

@@ -9,7 +9,7 @@ tokens, modulates the whole model. Reads top to bottom:
 1. `ModulationConfig`: every hyperparameter, defaults = L2M, and the constructors of the
    baselines that share the machinery (`ModulationConfig.single`, `ModulationConfig.per_task`).
 2. `ModulationPool`: keys, modulators and usage counts; `select` (cosine top-k, usage
-   penalty while training), `pull_loss`, `end_task`, `select_by_task`, and the selection that
+   penalty while training), `pull_loss`, `on_task_end`, `select_by_task`, and the selection that
    the next forward pass uses (`ModulationPool.selected`, `ModulationPool.active`).
 3. `ModulatedLinear`: a frozen ``nn.Linear`` plus the selected entries' modulation.
 4. `attach_pool`, `trainable_parameters`, `parameter_share`, `state_query`.
@@ -67,7 +67,7 @@ Training loop (one task)::
     with pool.selected(indices):
         loss = task_loss(model(...)) + pool.pull_loss(query, indices)
     ...
-    pool.end_task()  # at the task's end: its usage now steers later tasks away
+    pool.on_task_end()  # at the task's end: its usage now steers later tasks away
 
 Use a fresh optimizer for every task and no weight decay on the pool: the pool's Parameters
 stack all entries, so entries that the current task does not select get exact zero
@@ -87,7 +87,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 SITES: tuple[str, ...] = ("attn.q", "attn.k", "attn.v", "attn.out", "mlp.fc", "mlp.proj")
 """Linears of a block that a modulator can sit on, as submodule paths inside the block."""
@@ -339,7 +339,7 @@ class ModulationPool(nn.Module):
         counts = torch.bincount(indices.reshape(-1), minlength=self.config.pool_size)
         self.task_counts += counts.to(self.task_counts.device)
 
-    def end_task(self) -> None:
+    def on_task_end(self) -> None:
         """Fold the current task's selection shares into ``usage``; start counting afresh."""
         total = self.task_counts.sum()
         if total > 0:

@@ -1,6 +1,6 @@
 """Plasticity of any torch network: metrics, resets, ReDo and the adaptive replay ratio.
 
-Agent-agnostic (plain torch, any ``nn.Module``); `agents.plasticity_control` schedules these
+Agent-agnostic (plain torch, any ``nn.Module``); `crlgym.agents.plasticity_control` schedules these
 pieces during SAC training. Reads top to bottom:
 
 1. `PlasticityConfig`: the ``crl train`` plasticity options (brief section 5).
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 RESET_KINDS = ("none", "full", "last-layers", "shrink-perturb", "redo")
 RESET_NETWORKS = ("actor", "critic", "both")

@@ -1,6 +1,6 @@
 """When plasticity metrics, resets and replay-ratio checks happen during training.
 
-`agents.plasticity` holds the pieces (metrics, resets, ReDo, the adaptive replay-ratio
+`crlgym.agents.plasticity` holds the pieces (metrics, resets, ReDo, the adaptive replay-ratio
 rule); this module schedules them for any agent that describes its networks as
 `PlasticNetwork` entries and can draw batches from its replay data:
 
@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch as th
-from torch import nn
-
-from agents.plasticity import (
+import torch
+from crlgym.agents.plasticity import (
     AdaptiveReplayRatio,
     PlasticityConfig,
     fraction_active_units,
@@ -36,6 +34,7 @@ from agents.plasticity import (
     shrink_perturb,
     trace_unit_layers,
 )
+from torch import nn
 
 Batch = Any
 """Whatever the agent's forward and loss functions take (SB3: ReplayBufferSamples)."""
@@ -59,8 +58,8 @@ class PlasticNetwork:
     name: str
     module: nn.Module
     forward: Callable[[Batch], Any]
-    loss: Callable[[Batch], th.Tensor]
-    optimizers: Callable[[], list[th.optim.Optimizer]]
+    loss: Callable[[Batch], torch.Tensor]
+    optimizers: Callable[[], list[torch.optim.Optimizer]]
     after_reset: Callable[[], None] = lambda: None
 
 
@@ -186,7 +185,7 @@ class PlasticityController:
         logged: dict[str, float] = {}
         if probe is None:
             return logged
-        with th.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):
             for name, network in self.networks.items():
                 values = network_metrics(
                     network.module,
@@ -206,7 +205,7 @@ class PlasticityController:
     def _critic_fau(self) -> float:
         critic = self.networks["critic"]
         probe = self._probe()
-        with th.random.fork_rng(devices=[]), th.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
             layers = trace_unit_layers(critic.module, lambda: critic.forward(probe))
             activations = record_activations(layers, lambda: critic.forward(probe))
         return fraction_active_units(activations)
@@ -231,7 +230,7 @@ class PlasticityController:
             details["skipped"] = "no replay data to trace the networks on"
         elif config.reset == "last-layers":
             for network in targets:
-                with th.no_grad():
+                with torch.no_grad():
                     reset_last_layers(
                         network.module, lambda n=network: n.forward(batch), config.reset_last_layers
                     )
@@ -243,7 +242,7 @@ class PlasticityController:
         elif config.reset == "redo":
             recycled: dict[str, int] = {}
             for network in targets:
-                with th.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=[]):
                     counts = recycle_dormant(
                         network.module,
                         lambda n=network: n.forward(batch),

@@ -10,7 +10,7 @@ Reads top to bottom:
    ``policy_kwargs`` still work: ``net_arch``, ``activation_fn``, ...).
 4. `ContinualSAC`: SB3's SAC with one entropy coefficient per task, uniform-random steps at
    the start of every task, updates that start ``update_after`` steps into each task, the
-   named resets on a task change, and the hooks of `agents.methods.ContinualMethod`
+   named resets on a task change, and the hooks of `crlgym.agents.methods.ContinualMethod`
    (auxiliary actor/critic losses, gradient adjustment, per-task state).
 """
 
@@ -22,7 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.methods import ContinualMethod, FineTuning
+from crlgym.agents.methods.replay import sac_actor_loss, sac_critic_loss
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.plasticity_control import PlasticityController, PlasticNetwork
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import ContinuousCritic
@@ -33,11 +37,7 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACP
 from torch import nn
 from torch.nn import functional as F
 
-from agents.methods import ContinualMethod, FineTuning
-from agents.methods.replay import sac_actor_loss, sac_critic_loss
-from agents.plasticity import PlasticityConfig
-from agents.plasticity_control import PlasticityController, PlasticNetwork
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 
 @dataclass
@@ -119,19 +119,19 @@ def cw_mlp(input_dim: int, hidden_sizes: Sequence[int], layer_norm_first: bool) 
     return nn.Sequential(*layers)
 
 
-def split_task_id(features: th.Tensor, task_id_dims: int) -> tuple[th.Tensor, th.Tensor]:
+def split_task_id(features: torch.Tensor, task_id_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(network input without the one-hot task id, task index per sample)."""
     if task_id_dims == 0:
-        return features, th.zeros(features.shape[0], dtype=th.long, device=features.device)
+        return features, torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
     return features[:, :-task_id_dims], features[:, -task_id_dims:].argmax(dim=1)
 
 
-def select_head(outputs: th.Tensor, task: th.Tensor, num_heads: int) -> th.Tensor:
+def select_head(outputs: torch.Tensor, task: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Pick each sample's head from ``outputs`` of shape (batch, num_heads * width)."""
     if num_heads == 1:
         return outputs
     per_head = outputs.view(outputs.shape[0], num_heads, -1)
-    return per_head[th.arange(outputs.shape[0], device=outputs.device), task]
+    return per_head[torch.arange(outputs.shape[0], device=outputs.device), task]
 
 
 class ContinualActor(Actor):
@@ -154,13 +154,13 @@ class ContinualActor(Actor):
         self.mu = nn.Linear(hidden_sizes[-1], action_dim * num_heads)
         self.log_std = nn.Linear(hidden_sizes[-1], action_dim * num_heads)
 
-    def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, dict]:
+    def get_action_dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         features = self.extract_features(obs, self.features_extractor)
         inputs, task = split_task_id(features, self.task_id_dims)
         latent = self.latent_pi(inputs)
         mean = select_head(self.mu(latent), task, self.num_heads)
         log_std = select_head(self.log_std(latent), task, self.num_heads)
-        return mean, th.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX), {}
+        return mean, torch.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX), {}
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -201,14 +201,14 @@ class ContinualCritic(ContinuousCritic):
     def features_dim(self) -> int:
         return int(self.features_extractor.features_dim)
 
-    def forward(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
-        with th.set_grad_enabled(not self.share_features_extractor):
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
         inputs, task = split_task_id(features, self.task_id_dims)
-        q_input = th.cat([inputs, actions], dim=1)
+        q_input = torch.cat([inputs, actions], dim=1)
         return tuple(select_head(q_net(q_input), task, self.num_heads) for q_net in self.q_networks)
 
-    def q1_forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    def q1_forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.forward(obs, actions)[0]
 
 
@@ -331,9 +331,11 @@ class ContinualSAC(SAC):
     def _setup_model(self) -> None:
         super()._setup_model()
         alphas = self.num_tasks if self.config.per_task_alpha else 1
-        initial = th.full((alphas,), float(np.log(self.config.initial_alpha)), device=self.device)
+        initial = torch.full(
+            (alphas,), float(np.log(self.config.initial_alpha)), device=self.device
+        )
         self.log_ent_coef = initial.requires_grad_(True)
-        self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
 
     # -- task boundaries ------------------------------------------------------------------
     def on_task_start(self, task_index: int, budget: int | None = None) -> None:
@@ -384,7 +386,7 @@ class ContinualSAC(SAC):
         self.critic.optimizer = policy.optimizer_class(
             self.critic.parameters(), lr=lr, **policy.optimizer_kwargs
         )
-        self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=lr)
+        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=lr)
 
     # -- acting ---------------------------------------------------------------------------
     def _sample_action(
@@ -394,14 +396,14 @@ class ContinualSAC(SAC):
         random_until = self.task_start_step + self.config.random_steps
         return super()._sample_action(random_until, action_noise, n_envs)
 
-    def task_index_of(self, observations: th.Tensor) -> th.Tensor:
+    def task_index_of(self, observations: torch.Tensor) -> torch.Tensor:
         """Task of each sample: from the one-hot id when present, else the current task."""
         task_id_dims = self.policy.continual_kwargs["task_id_dims"]
         if task_id_dims:
             return observations[:, -task_id_dims:].argmax(dim=1)
-        return th.full((observations.shape[0],), self.current_task, device=self.device)
+        return torch.full((observations.shape[0],), self.current_task, device=self.device)
 
-    def entropy_coefficients(self, observations: th.Tensor) -> th.Tensor:
+    def entropy_coefficients(self, observations: torch.Tensor) -> torch.Tensor:
         """log alpha of each sample's task, shape (batch, 1)."""
         if not self.config.per_task_alpha:
             return self.log_ent_coef.expand(observations.shape[0]).unsqueeze(1)
@@ -442,9 +444,9 @@ class ContinualSAC(SAC):
             alpha_loss.backward()
             self.ent_coef_optimizer.step()
 
-            with th.no_grad():
+            with torch.no_grad():
                 next_actions, next_log_prob = self.actor.action_log_prob(batch.next_observations)
-                next_q = th.cat(self.critic_target(batch.next_observations, next_actions), dim=1)
+                next_q = torch.cat(self.critic_target(batch.next_observations, next_actions), dim=1)
                 next_q = next_q.min(dim=1, keepdim=True).values
                 next_q = next_q - alpha * next_log_prob.reshape(-1, 1)
                 target_q = batch.rewards + (1 - batch.dones) * self.gamma * next_q
@@ -458,7 +460,7 @@ class ContinualSAC(SAC):
             self.method.adjust_gradients(self, "critic")
             self.critic.optimizer.step()
 
-            q_pi = th.cat(self.critic(batch.observations, actions_pi), dim=1)
+            q_pi = torch.cat(self.critic(batch.observations, actions_pi), dim=1)
             actor_loss = (alpha * log_prob - q_pi.min(dim=1, keepdim=True).values).mean()
             actor_extra = self.method.actor_aux_loss(self, batch)
             if actor_extra is not None:
@@ -493,9 +495,9 @@ class ContinualSAC(SAC):
             self.actor.optimizer = self._fresh_optimizer(self.actor)
 
         def reset_temperature() -> None:
-            with th.no_grad():
+            with torch.no_grad():
                 self.log_ent_coef.fill_(float(np.log(self.config.initial_alpha)))
-            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+            self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
 
         networks = [
             PlasticNetwork(
@@ -527,7 +529,7 @@ class ContinualSAC(SAC):
             batch_from_state=lambda state: ReplayBufferSamples(**state),
         )
 
-    def _fresh_optimizer(self, network: nn.Module) -> th.optim.Optimizer:
+    def _fresh_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         policy = self.policy
         return policy.optimizer_class(
             network.parameters(), lr=self.lr_schedule(1), **policy.optimizer_kwargs
@@ -576,7 +578,7 @@ class ContinualSAC(SAC):
         self.policy.load_state_dict(state["policy"])
         self.actor.optimizer.load_state_dict(state["actor_optimizer"])
         self.critic.optimizer.load_state_dict(state["critic_optimizer"])
-        with th.no_grad():
+        with torch.no_grad():
             self.log_ent_coef.copy_(state["log_ent_coef"])
         self.ent_coef_optimizer.load_state_dict(state["ent_coef_optimizer"])
         self.method.load_state_dict(state["method"])
@@ -604,7 +606,7 @@ _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "do
 def _buffer_state(buffer: ReplayBuffer) -> dict[str, Any]:
     filled = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {
-        name: th.from_numpy(np.ascontiguousarray(getattr(buffer, name)[:filled]))
+        name: torch.from_numpy(np.ascontiguousarray(getattr(buffer, name)[:filled]))
         for name in _BUFFER_ARRAYS
         if getattr(buffer, name, None) is not None
     }

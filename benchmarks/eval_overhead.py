@@ -12,7 +12,7 @@ adds them up along each configuration's schedule:
    (``learn`` time minus ``train`` time, per step) and seconds per gradient update
    (``train`` time per update). The replay buffer is 100k (not 1M) to spare memory; it
    holds only the segment's few thousand transitions either way.
-2. **Evaluation cost**: one full `experiments.evaluation.Evaluator.evaluate` of every task
+2. **Evaluation cost**: one full `crlgym.experiments.evaluation.Evaluator.evaluate` of every task
    of the sequence, with the configuration's stochastic + deterministic episodes, of an
    untrained `ContinualSAC` through the runner's policy function
    (``agent.policy._predict``). The evaluation envs are built first and timed apart (a
@@ -23,7 +23,7 @@ adds them up along each configuration's schedule:
    evaluation and scales its time linearly to the full episode count (stated in the
    output); by default the real thing is measured.
 
-Then, following `experiments.runner` (an evaluation at step 0, every ``eval_every`` steps
+Then, following `crlgym.experiments.runner` (an evaluation at step 0, every ``eval_every`` steps
 inside a task, and one after every task end):
 
 * per period: ``eval / (eval + training of eval_every steps)`` in the steady state (policy
@@ -53,13 +53,13 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from crlgym.experiments.config import QUICKSTART, TrainConfig, build_config
+from crlgym.experiments.evaluation import Evaluator
 from torch_threads import check_threads
 
-import envs
-from agents.sac import ContinualSAC, SACConfig
-from experiments.config import QUICKSTART, TrainConfig, build_config
-from experiments.evaluation import Evaluator
+from crlgym import envs
 
 TARGET_SHARE = 0.15
 MEASURE_BUFFER = 100_000
@@ -86,7 +86,7 @@ class EvalCost:
 
 
 def measure_training(threads: int, fill: int, steps: int, seed: int = 0) -> TrainCost:
-    th.set_num_threads(threads)
+    torch.set_num_threads(threads)
     sequence = envs.load_sequence("CW10", envs.EnvConfig(one_hot_task_id=True))
     config = replace(
         TrainConfig().sac, random_steps=fill, update_after=fill, buffer_size=MEASURE_BUFFER
@@ -138,7 +138,7 @@ def measure_evaluation(
     seed: int = 0,
 ) -> EvalCost:
     """One evaluation of every task of ``spec`` by an untrained multi-head agent."""
-    th.set_num_threads(threads)
+    torch.set_num_threads(threads)
     sequence = envs.load_sequence(spec, envs.EnvConfig(one_hot_task_id=True))
     agent = ContinualSAC(
         sequence.make_env(0, seed=seed),
@@ -149,7 +149,7 @@ def measure_evaluation(
     )
 
     def policy(observation: np.ndarray, deterministic: bool) -> np.ndarray:
-        tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
+        tensor = torch.as_tensor(observation, dtype=torch.float32).unsqueeze(0)
         return agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
 
     evaluator = Evaluator(sequence, measured_stochastic, measured_deterministic, seed)
@@ -175,7 +175,7 @@ def measure_evaluation(
 
 
 def evaluation_count(steps_per_task: int, num_tasks: int, eval_every: int) -> int:
-    """Evaluations of a run, as `experiments.runner` schedules them."""
+    """Evaluations of a run, as `crlgym.experiments.runner` schedules them."""
     count = 1  # before training
     for task in range(num_tasks):
         start, end = task * steps_per_task, (task + 1) * steps_per_task

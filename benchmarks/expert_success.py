@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-import envs
+from crlgym import envs
 
 
 def first_success_step(task: str, seed: int, limit: int) -> int | None:

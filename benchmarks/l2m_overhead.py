@@ -31,11 +31,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-
-from agents.dt import DecisionTransformer, DecisionTransformerAgent
-from agents.l2m import L2MAgent, L2MConfig, PretrainedModel
-from envs.padding import build_layout
-from experiments.pretrain import PRESETS
+from crlgym.agents.dt import DecisionTransformer, DecisionTransformerAgent
+from crlgym.agents.l2m import L2MAgent, L2MConfig, PretrainedModel
+from crlgym.envs.padding import build_layout
+from crlgym.experiments.pretrain import PRESETS
 
 EPISODE_STEPS = 200
 """Steps of synthetic episodes and of the timed acting episode (Meta-World's length)."""

@@ -5,7 +5,7 @@ states in one write (HCAM: capacity L / C chunks, so nothing is evicted; full at
 capacity L steps), then a read of one new step (T = 1, what acting does at every env
 step) is timed under ``torch.no_grad()``. Defaults: batch 8, d_model 128, 4 heads, HCAM
 chunk size C = 64 and top k = 8, float32, 1 torch thread. Both memories store raw hidden
-states and project keys and values at read time the same way (`memory.attention`), so the
+states and project keys and values at read time the same way (`crlgym.memory.attention`), so the
 difference is the memory structure: HCAM touches L / C summaries and k C states, full
 attention all L states.
 
@@ -39,17 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch as th
+import torch
+
+# Submodules, not the package: they import the same whether ``memory`` resolves as a
+# regular package or (an editable install made before memory/__init__.py) a namespace one.
+from crlgym.memory.base import MemoryState
+from crlgym.memory.full import FullAttentionConfig, FullAttentionMemory
+from crlgym.memory.hcam import HCAMConfig, HCAMMemory
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch_threads import check_threads
-
-# Submodules, not the package: they import the same whether ``memory`` resolves as a
-# regular package or (an editable install made before memory/__init__.py) a namespace one.
-from memory.base import MemoryState
-from memory.full import FullAttentionConfig, FullAttentionMemory
-from memory.hcam import HCAMConfig, HCAMMemory
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_LENGTHS = (1024, 4096, 16384)
@@ -75,10 +75,10 @@ class PeakAllocations(TorchDispatchMode):
         inputs = {
             leaf.untyped_storage().data_ptr()
             for leaf in tree_leaves((args, kwargs))
-            if isinstance(leaf, th.Tensor)
+            if isinstance(leaf, torch.Tensor)
         }
         for tensor in tree_leaves(out):
-            if isinstance(tensor, th.Tensor):
+            if isinstance(tensor, torch.Tensor):
                 storage = tensor.untyped_storage()
                 key = storage.data_ptr()
                 # Views and in-place results share an input's storage: nothing allocated.
@@ -90,11 +90,11 @@ class PeakAllocations(TorchDispatchMode):
 
 
 def state_bytes(state: MemoryState) -> int:
-    return sum(v.nbytes for v in state.to_dict().values() if isinstance(v, th.Tensor))
+    return sum(v.nbytes for v in state.to_dict().values() if isinstance(v, torch.Tensor))
 
 
 def build(kind: str, length: int, args: argparse.Namespace) -> HCAMMemory | FullAttentionMemory:
-    th.manual_seed(0)
+    torch.manual_seed(0)
     if kind == "hcam":
         config = HCAMConfig(
             chunk_size=args.chunk,
@@ -106,7 +106,7 @@ def build(kind: str, length: int, args: argparse.Namespace) -> HCAMMemory | Full
     return FullAttentionMemory(args.d_model, FullAttentionConfig(capacity=length, heads=args.heads))
 
 
-def timed(read: Callable[[], th.Tensor], min_time: float) -> float:
+def timed(read: Callable[[], torch.Tensor], min_time: float) -> float:
     """Seconds per call, averaged over as many calls as fit in ``min_time``.
 
     One untimed call first: right after another memory's read, the first call pays for
@@ -193,20 +193,20 @@ def main() -> None:
     lengths = list(QUICK_LENGTHS if args.quick else LENGTHS)
 
     check_threads(args.threads)
-    th.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     settings = (
         f"batch {args.batch}, d_model {args.d_model}, {args.heads} heads, HCAM C={args.chunk} "
         f"k={args.top_k}, one query step (T=1), float32, no_grad, {args.threads} torch thread(s)"
     )
     print(settings, flush=True)
-    generator = th.Generator().manual_seed(0)
-    query = th.randn(args.batch, 1, args.d_model, generator=generator)
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(args.batch, 1, args.d_model, generator=generator)
     prepared: dict[tuple[str, int], tuple[HCAMMemory | FullAttentionMemory, Any]] = {}
     memory: dict[str, list[tuple[int, int]]] = {kind: [] for kind in MEMORIES}
-    with th.no_grad():
+    with torch.no_grad():
         for length in lengths:
-            hidden = th.randn(args.batch, length, args.d_model, generator=generator)
+            hidden = torch.randn(args.batch, length, args.d_model, generator=generator)
             for kind in MEMORIES:
                 layer = build(kind, length, args)
                 state = layer.write(hidden, layer.initial_state(args.batch))

@@ -16,12 +16,12 @@ import argparse
 import time
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.methods import METHODS, make_method
+from crlgym.agents.sac import ContinualSAC, SACConfig
 from torch_threads import check_threads
 
-import envs
-from agents.methods import METHODS, make_method
-from agents.sac import ContinualSAC, SACConfig
+from crlgym import envs
 
 TARGETS = {"l2": 1.3, "ewc": 1.3, "mas": 1.3, "packnet": 1.2}
 FILL_STEPS = 2_000
@@ -30,7 +30,7 @@ FILL_STEPS = 2_000
 def prepared_agent(method: str, sequence: envs.TaskSequence) -> ContinualSAC:
     """An agent that finished task 0 and is inside task 1 with a filled buffer."""
     config = SACConfig(random_steps=FILL_STEPS, update_after=FILL_STEPS, buffer_size=20_000)
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=sequence.num_tasks,
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
-    th.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     check_threads(args.threads)
     sequence = envs.load_sequence("CW10", envs.EnvConfig(one_hot_task_id=True))
     agents = {name: prepared_agent(name, sequence) for name in args.methods}

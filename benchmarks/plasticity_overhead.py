@@ -24,12 +24,12 @@ import argparse
 import time
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.sac import ContinualSAC, SACConfig
 from torch_threads import check_threads
 
-import envs
-from agents.plasticity import PlasticityConfig
-from agents.sac import ContinualSAC, SACConfig
+from crlgym import envs
 
 FILL_STEPS = 2_000
 TARGET_SHARE = 0.03
@@ -39,7 +39,7 @@ def prepared_agent(plasticity: PlasticityConfig) -> ContinualSAC:
     """A CW-sized agent inside task 0 with a filled buffer and a few updates done."""
     sequence = envs.load_sequence("CW10", envs.EnvConfig(one_hot_task_id=True))
     config = SACConfig(random_steps=FILL_STEPS, update_after=FILL_STEPS, buffer_size=20_000)
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=sequence.num_tasks,
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--redo-every", type=int, default=1_000)
     args = parser.parse_args()
-    th.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     check_threads(args.threads)
     plasticity = PlasticityConfig(reset="redo", reset_every=args.redo_every)
     agent = prepared_agent(plasticity)

@@ -51,13 +51,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch as th
+import torch
+from crlgym.agents.sac import ContinualSAC, SACConfig
 from stable_baselines3 import SAC
 from torch import nn
 from torch_threads import check_threads
 
-import envs
-from agents.sac import ContinualSAC, SACConfig
+from crlgym import envs
 
 HIDDEN = (256, 256, 256, 256)
 UPDATE_EVERY = 50
@@ -127,11 +127,11 @@ def build_agents(task: str, fill: int, seed: int = 0) -> list[Timed]:
     plain = envs.load_sequence(task, envs.EnvConfig(one_hot_task_id=False))
     with_id = envs.load_sequence(task, envs.EnvConfig(one_hot_task_id=True))
 
-    th.manual_seed(seed)
+    torch.manual_seed(seed)
     ours = ContinualSAC(plain.make_env(0, seed=seed), 1, sac_config(False, fill), seed=seed)
     ours.on_task_start(0)
 
-    th.manual_seed(seed)
+    torch.manual_seed(seed)
     vanilla = SAC(
         "MlpPolicy",
         plain.make_env(0, seed=seed),
@@ -149,7 +149,7 @@ def build_agents(task: str, fill: int, seed: int = 0) -> list[Timed]:
         device="cpu",
     )
 
-    th.manual_seed(seed)
+    torch.manual_seed(seed)
     cw = ContinualSAC(
         with_id.make_env(0, seed=seed), 1, sac_config(True, fill), task_id_dims=1, seed=seed
     )
@@ -220,20 +220,20 @@ def main() -> None:
         parser.error(f"--fill, --steps and --block must be multiples of {UPDATE_EVERY}")
 
     check_threads(args.threads)
-    th.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     agents = build_agents(args.task, fill)
     task = envs.canonical_task_name(args.task)
     print(
-        f"{task}, torch threads {th.get_num_threads()}, 4x256 MLPs, batch 128, "
+        f"{task}, torch threads {torch.get_num_threads()}, 4x256 MLPs, batch 128, "
         f"{UPDATE_EVERY} updates every {UPDATE_EVERY} steps; "
         f"collection {fill} random steps, training {steps} steps = {steps} updates "
         f"per agent, blocks of {block}"
     )
     collection_phase(agents, fill, block)
     training_phase(agents, steps, block)
-    if th.get_num_threads() != args.threads:
-        raise RuntimeError(f"torch threads changed to {th.get_num_threads()} during the run")
+    if torch.get_num_threads() != args.threads:
+        raise RuntimeError(f"torch threads changed to {torch.get_num_threads()} during the run")
 
     header = (
         f"{'agent':9s} {'params':>8s} {'env steps/s':>12s} {'env steps/s':>12s} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import torch as th
+import torch
 from torch import nn
 
 
@@ -14,17 +14,17 @@ def thread_slowdown(threads: int, seconds: float = 0.5) -> float:
     On a machine whose cores are busy with other jobs, torch's multi-threaded kernels wait
     for descheduled threads at every operation and can run tens of times slower.
     """
-    layer, inputs = nn.Linear(256, 256), th.randn(128, 256)
+    layer, inputs = nn.Linear(256, 256), torch.randn(128, 256)
     per_call = {}
-    with th.no_grad():
+    with torch.no_grad():
         for count in (1, threads):
-            th.set_num_threads(count)
+            torch.set_num_threads(count)
             calls, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
                 layer(inputs)
                 calls += 1
             per_call[count] = (time.perf_counter() - started) / calls
-    th.set_num_threads(threads)
+    torch.set_num_threads(threads)
     return per_call[threads] / per_call[1]
 
 

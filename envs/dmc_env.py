@@ -17,9 +17,9 @@ from typing import Any, TypedDict
 
 import gymnasium as gym
 import numpy as np
+from crlgym.envs.dmc_specs import load_dmc_specs
 
-from envs.dmc_specs import load_dmc_specs
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 DMC_EPISODE_LENGTH = 1000
 #: Cameras that frame the agent well; dm_control's examples use 2 for quadruped.
@@ -37,7 +37,7 @@ class ReferenceReturns(TypedDict):
 @lru_cache(maxsize=1)
 def load_reference_returns() -> dict[str, ReferenceReturns]:
     """Per-task reference returns shipped in ``data/dmc_reference_returns.json``."""
-    text = resources.files("envs").joinpath("data", "dmc_reference_returns.json").read_text()
+    text = resources.files("crlgym.envs").joinpath("data", "dmc_reference_returns.json").read_text()
     return json.loads(text)["tasks"]
 
 

@@ -2,7 +2,7 @@
 
 Loading a DMControl task costs 50-500 ms, and building a padded space for a sequence needs
 the observation layout of many tasks, so the layout facts are read from a table instead.
-``python -m envs.dmc_specs`` regenerates the table from dm_control itself, and a test checks
+``python -m crlgym.envs.dmc_specs`` regenerates the table from dm_control itself, and a test checks
 it against the installed dm_control.
 """
 
@@ -34,7 +34,7 @@ SPEC_FILE = "dmc_specs.json"
 @lru_cache(maxsize=1)
 def load_dmc_specs() -> dict[str, DMCSpec]:
     """All suite tasks' specs keyed by ``domain-task`` name."""
-    text = resources.files("envs").joinpath("data", SPEC_FILE).read_text()
+    text = resources.files("crlgym.envs").joinpath("data", SPEC_FILE).read_text()
     raw: dict[str, Any] = json.loads(text)
     for spec in raw.values():
         spec["observation"] = [(key, int(size)) for key, size in spec["observation"]]
@@ -70,7 +70,7 @@ def generate_specs() -> dict[str, DMCSpec]:
 
 def main() -> None:
     """Regenerate the shipped table from the installed dm_control."""
-    from envs import headless
+    from crlgym.envs import headless
 
     headless.configure_headless_rendering()
     target = Path(__file__).with_name("data") / SPEC_FILE

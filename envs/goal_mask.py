@@ -1,7 +1,7 @@
 """Goal-masked Meta-World: the goal is shown for the first K steps only, so acting needs memory.
 
 ``masked<K>-<Meta-World task>`` (``masked10-reach``, canonical ``masked10-reach-v3``) is the
-Meta-World task under Continual World conventions (`envs.metaworld_env.MetaWorldEnv`) whose
+Meta-World task under Continual World conventions (`crlgym.envs.metaworld_env.MetaWorldEnv`) whose
 observations ``obs_0 .. obs_{K-1}`` (the reset observation and the next ``K - 1``) show the
 goal, ``obs[36:39]``, and whose later observations carry zeros there.  Every other
 dimension is untouched: same seed and actions, same hand/object observations as the plain
@@ -9,7 +9,7 @@ task.  ``K = 0`` never shows the goal; ``K >= episode length`` never hides it.
 
 No "goal visible" flag is appended: the observation stays 39-d, so masked and plain tasks
 share network input sizes and the padded layout's Meta-World slot.  Zeros are unambiguous,
-because every Meta-World goal has ``y >= 0.4`` (`envs.metaworld_env.GOAL_LOW`), so
+because every Meta-World goal has ``y >= 0.4`` (`crlgym.envs.metaworld_env.GOAL_LOW`), so
 ``obs[37] == 0`` means "goal hidden".  The observation space is Meta-World's 39-d box with
 the goal bounds kept but widened to include 0 (its ``y`` low becomes 0).  That single
 difference makes a sequence that mixes masked and plain tasks pad (``padding="auto"``).
@@ -28,9 +28,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from crlgym.envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, MetaWorldEnv, metaworld_expert
 
-from envs.errors import ConfigError
-from envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, MetaWorldEnv, metaworld_expert
+from crlgym.errors import ConfigError
 
 __all__ = [
     "GOAL_SLICE",

@@ -44,7 +44,7 @@ def configure_headless_rendering() -> str:
     if "MUJOCO_GL" not in os.environ:
         if "mujoco" in sys.modules:
             print(
-                "crlgym: mujoco was imported before envs; import envs first (or set "
+                "crlgym: mujoco was imported before crlgym; import crlgym first (or set "
                 "MUJOCO_GL=egl) for headless rendering.",
                 file=sys.stderr,
             )

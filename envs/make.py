@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from crlgym.envs.tasks import canonical_task_name, split_masked_task, task_domain
 
-from envs.errors import ConfigError
-from envs.tasks import canonical_task_name, split_masked_task, task_domain
+from crlgym.errors import ConfigError
 
 #: Default episode length per domain (Continual World, DMControl, toy tasks).  Recall tasks
 #: have no domain default: each task's length is its own (`default_episode_length`).
@@ -57,7 +57,7 @@ def default_episode_length(task: str) -> int:
     name = canonical_task_name(task)
     domain = task_domain(name)
     if domain == "recall":
-        from envs.recall import parse_recall_name
+        from crlgym.envs.recall import parse_recall_name
 
         return parse_recall_name(name).episode_length
     return DEFAULT_EPISODE_LENGTH[domain]
@@ -82,7 +82,7 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
         return _make_recall_env(name, config, seed)
     length = config.episode_length or DEFAULT_EPISODE_LENGTH[domain]
     if domain == "metaworld":
-        from envs.metaworld_env import DEFAULT_CAMERA, MetaWorldEnv
+        from crlgym.envs.metaworld_env import DEFAULT_CAMERA, MetaWorldEnv
 
         masked = split_masked_task(name)
         env = MetaWorldEnv(
@@ -97,11 +97,11 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
         )
         if masked is None:
             return env
-        from envs.goal_mask import GoalMaskedEnv
+        from crlgym.envs.goal_mask import GoalMaskedEnv
 
         return GoalMaskedEnv(env, masked[0], name)
     if domain == "dmc":
-        from envs.dmc_env import DMControlEnv
+        from crlgym.envs.dmc_env import DMControlEnv
 
         return DMControlEnv(
             name,
@@ -113,13 +113,13 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
             height=config.height,
             fast_render=config.fast_render,
         )
-    from envs.toy import make_toy_env
+    from crlgym.envs.toy import make_toy_env
 
     return make_toy_env(name, max_episode_steps=length, render_mode=config.render_mode, seed=seed)
 
 
 def _make_recall_env(name: str, config: EnvConfig, seed: int | None) -> gym.Env:
-    from envs.recall import make_recall_env, parse_recall_name
+    from crlgym.envs.recall import make_recall_env, parse_recall_name
 
     spec = parse_recall_name(name)
     if config.episode_length is not None and config.episode_length < spec.episode_length:
@@ -143,7 +143,7 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
 
     Returns a function from the task's native observation to an action in [-1, 1].  For the
     memory tasks (recall, goal-masked Meta-World) it is a stateful callable
-    (`envs.recall.RecallExpert`, `envs.goal_mask.MaskedGoalExpert`): feed it every
+    (`crlgym.envs.recall.RecallExpert`, `crlgym.envs.goal_mask.MaskedGoalExpert`): feed it every
     observation of an episode in order, from the reset observation on; it remembers the
     cue / goal it saw and forgets it by itself when the next episode shows a new one.  Use
     one expert per env when several envs run side by side.
@@ -152,22 +152,22 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
     name = canonical_task_name(task)
     domain = task_domain(name)
     if domain == "metaworld":
-        from envs.metaworld_env import metaworld_expert
+        from crlgym.envs.metaworld_env import metaworld_expert
 
         masked = split_masked_task(name)
         if masked is None:
             return metaworld_expert(name)
         if masked[0] == 0:
             raise ConfigError(f"{name} never shows its goal, so no scripted expert can act on it.")
-        from envs.goal_mask import MaskedGoalExpert
+        from crlgym.envs.goal_mask import MaskedGoalExpert
 
         return MaskedGoalExpert(masked[1])
     if domain == "recall":
-        from envs.recall import RecallExpert, parse_recall_name
+        from crlgym.envs.recall import RecallExpert, parse_recall_name
 
         return RecallExpert(parse_recall_name(name).num_cues)
     if domain == "toy":
-        from envs.toy import make_toy_env
+        from crlgym.envs.toy import make_toy_env
 
         return make_toy_env(name).expert_action
     raise ConfigError(f"{name} has no scripted expert; only Meta-World, toy and recall tasks do.")

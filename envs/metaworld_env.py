@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 #: Episode length of Continual World.
 CW_EPISODE_LENGTH = 200

@@ -30,9 +30,8 @@ from functools import cached_property
 
 import gymnasium as gym
 import numpy as np
-
-from envs.dmc_specs import load_dmc_specs
-from envs.tasks import canonical_task_name, task_domain
+from crlgym.envs.dmc_specs import load_dmc_specs
+from crlgym.envs.tasks import canonical_task_name, task_domain
 
 L2M_DMC_DOMAINS = (
     "ball_in_cup", "cartpole", "cheetah", "finger", "fish",
@@ -88,7 +87,7 @@ class PaddedLayout:
                 pieces.append(np.arange(start, start + size))
             return np.concatenate(pieces)
         if domain == "recall":
-            from envs.recall import parse_recall_name
+            from crlgym.envs.recall import parse_recall_name
 
             cues = parse_recall_name(name).num_cues
             start, width = self.slot(RECALL_SLOT)
@@ -106,8 +105,8 @@ class PaddedLayout:
 
 def build_layout(tasks: list[str]) -> PaddedLayout:
     """The padded layout for a sequence of (canonical) task names; see the module docstring."""
-    from envs.metaworld_env import METAWORLD_OBSERVATION_SPACE
-    from envs.toy import make_toy_env
+    from crlgym.envs.metaworld_env import METAWORLD_OBSERVATION_SPACE
+    from crlgym.envs.toy import make_toy_env
 
     specs = load_dmc_specs()
     domains = set(L2M_DMC_DOMAINS) | {t.split("-", 1)[0] for t in tasks if task_domain(t) == "dmc"}
@@ -141,7 +140,7 @@ def build_layout(tasks: list[str]) -> PaddedLayout:
         action_dim = max(action_dim, 2)
     recall_tasks = [t for t in tasks if task_domain(t) == "recall"]
     if recall_tasks:
-        from envs.recall import parse_recall_name
+        from crlgym.envs.recall import parse_recall_name
 
         widest = max(parse_recall_name(t).num_cues for t in recall_tasks)
         add(RECALL_SLOT, np.zeros(2 * widest + 3), np.ones(2 * widest + 3))

@@ -2,8 +2,8 @@
 
 Ids are ``crlgym/hammer-v3`` (``crlgym/hammer`` resolves to it with gymnasium's
 latest-version notice), ``crlgym/cheetah-run``, ``crlgym/toy-reach-0``. Registration runs
-on ``import envs``; without that import, ``gymnasium.make("envs:crlgym/hammer-v3")`` imports
-the package itself.
+on ``import crlgym`` (string entry points: nothing heavy is imported until an env is made),
+so ``gymnasium.make("crlgym:crlgym/hammer-v3")`` works in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-
-from envs.make import EnvConfig, make_env
-from envs.tasks import all_tasks
+from crlgym.envs.make import EnvConfig, make_env
+from crlgym.envs.tasks import all_tasks
 
 NAMESPACE = "crlgym"
 
@@ -30,7 +29,7 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(
                 id=env_id,
-                entry_point="envs.registration:make_registered",
+                entry_point="crlgym.envs.registration:make_registered",
                 kwargs={"task": task},
                 disable_env_checker=False,
             )

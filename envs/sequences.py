@@ -24,19 +24,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-
-from envs.dmc_specs import load_dmc_specs
-from envs.errors import (
-    ConfigError,
-    SequenceFileError,
-    SpaceMismatchError,
-    UnknownSequenceError,
-    UnknownTaskError,
-)
-from envs.goal_mask import split_masked_name
-from envs.make import EnvConfig, make_env
-from envs.padding import PaddedEnv, PaddedLayout, TaskIdEnv, build_layout
-from envs.tasks import (
+from crlgym.envs.dmc_specs import load_dmc_specs
+from crlgym.envs.goal_mask import split_masked_name
+from crlgym.envs.make import EnvConfig, make_env
+from crlgym.envs.padding import PaddedEnv, PaddedLayout, TaskIdEnv, build_layout
+from crlgym.envs.tasks import (
     CW10,
     METAWORLD_TASKS,
     all_tasks,
@@ -44,6 +36,14 @@ from envs.tasks import (
     split_masked_task,
     task_domain,
     unknown_name_message,
+)
+
+from crlgym.errors import (
+    ConfigError,
+    SequenceFileError,
+    SpaceMismatchError,
+    UnknownSequenceError,
+    UnknownTaskError,
 )
 
 # CW10 lives in envs.tasks (which names its goal-masked versions) and is re-exported here.
@@ -192,7 +192,7 @@ class TaskSequence:
                 f"{task} built with observation {env.observation_space} / action "
                 f"{env.action_space}, but the sequence expects {self.observation_space} / "
                 f"{self.action_space}; regenerate envs/data/dmc_specs.json "
-                "(python -m envs.dmc_specs)."
+                "(python -m crlgym.envs.dmc_specs)."
             )
         return env
 
@@ -241,15 +241,15 @@ def native_spaces(task: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     name = canonical_task_name(task)
     domain = task_domain(name)
     if domain == "metaworld":
-        from envs.metaworld_env import METAWORLD_ACTION_SPACE, METAWORLD_OBSERVATION_SPACE
+        from crlgym.envs.metaworld_env import METAWORLD_ACTION_SPACE, METAWORLD_OBSERVATION_SPACE
 
         if split_masked_task(name) is not None:
-            from envs.goal_mask import MASKED_OBSERVATION_SPACE
+            from crlgym.envs.goal_mask import MASKED_OBSERVATION_SPACE
 
             return MASKED_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
         return METAWORLD_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
     if domain == "recall":
-        from envs.recall import parse_recall_name, recall_spaces
+        from crlgym.envs.recall import parse_recall_name, recall_spaces
 
         return recall_spaces(parse_recall_name(name).num_cues)
     if domain == "dmc":
@@ -259,7 +259,7 @@ def native_spaces(task: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
             gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32),
             gym.spaces.Box(-1.0, 1.0, shape=(spec["action_dim"],), dtype=np.float32),
         )
-    from envs.toy import make_toy_env
+    from crlgym.envs.toy import make_toy_env
 
     env = make_toy_env(name)
     return env.observation_space, env.action_space  # type: ignore[return-value]

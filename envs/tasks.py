@@ -5,9 +5,9 @@ Canonical names: Meta-World ``hammer-v3`` (``hammer`` is accepted), DMControl
 test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``, and two memory families whose names are
 parsed by pattern: recall tasks ``recall-d<D>[-c<C>]...`` (envs/recall.py, domain
 ``recall``) and goal-masked Meta-World ``masked<K>-<task>`` (envs/goal_mask.py, domain
-``metaworld``).  Name lists are static so that ``import envs`` stays fast; tests check them
+``metaworld``).  Name lists are static so that ``import crlgym`` stays fast; tests check them
 against the installed libraries.  `all_tasks` lists representative members of the parsed
-families; any other valid member builds with `envs.make_env` all the same.
+families; any other valid member builds with `crlgym.envs.make_env` all the same.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
-from envs.dmc_specs import load_dmc_specs
-from envs.errors import UnknownTaskError
-from envs.goal_mask import masked_name, split_masked_name
-from envs.recall import (
+from crlgym.envs.dmc_specs import load_dmc_specs
+from crlgym.envs.goal_mask import masked_name, split_masked_name
+from crlgym.envs.recall import (
     RECALL_NAME_FORMAT,
     RECALL_TASK_NAMES,
     RecallNameError,
     parse_recall_name,
 )
-from envs.toy import TOY_TASK_NAMES
+from crlgym.envs.toy import TOY_TASK_NAMES
+
+from crlgym.errors import UnknownTaskError
 
 Domain = Literal["metaworld", "dmc", "toy", "recall"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch as th
+import torch
 
-from envs.errors import CrlgymError
+from crlgym.errors import CrlgymError
 
 FORMAT_VERSION = 1
 
@@ -30,7 +30,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
-        th.save({"format_version": FORMAT_VERSION, **state}, handle)
+        torch.save({"format_version": FORMAT_VERSION, **state}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -41,7 +41,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; was this run started with crl train?")
     try:
-        state = th.load(path, weights_only=True, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a crlgym checkpoint ({type(error).__name__}); "
@@ -57,8 +57,8 @@ def global_rng_state() -> dict[str, Any]:
     name, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": [name, th.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "torch": th.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
     }
 
 
@@ -67,4 +67,4 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     name, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    th.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"])

@@ -12,10 +12,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import envs
-from envs.errors import CrlgymError
-from experiments.config import add_config_options, config_option_names
-from experiments.report import add_report_parser
+from crlgym.experiments.config import add_config_options, config_option_names
+from crlgym.experiments.report import add_report_parser
+
+import crlgym
+from crlgym import envs
+from crlgym.errors import CrlgymError
 
 _CONFIG_OPTION_NAMES = config_option_names()
 
@@ -40,7 +42,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         )
         console.print(table)
     if what in ("all", "methods"):
-        from agents.methods import METHODS
+        from crlgym.agents.methods import METHODS
 
         table = Table(title="methods (crl train --method NAME)")
         table.add_column("name")
@@ -64,10 +66,9 @@ def _cmd_list(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     """Scripted experts on the first CW10 tasks, with videos and success rates."""
     import numpy as np
+    from crlgym.experiments.video import write_video
     from rich.console import Console
     from rich.table import Table
-
-    from experiments.video import write_video
 
     console = Console()
     config = envs.EnvConfig(render_mode="rgb_array", width=args.size, height=args.size)
@@ -104,8 +105,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from experiments.config import QUICKSTART, TrainConfig, build_config, load_config_file
-    from experiments.runner import load_run_config, run_training
+    from crlgym.experiments.config import QUICKSTART, TrainConfig, build_config, load_config_file
+    from crlgym.experiments.runner import load_run_config, run_training
 
     options = {
         name: value
@@ -136,9 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
+    from crlgym.experiments.report import load_run, render_table, summarize_runs, write_report
     from rich.console import Console
-
-    from experiments.report import load_run, render_table, summarize_runs, write_report
 
     console = Console()
     report_dir = write_report([run_dir], run_dir)
@@ -155,10 +155,9 @@ def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     import numpy as np
+    from crlgym.experiments.runner import CHECKPOINT, Runner, load_run_config
     from rich.console import Console
     from rich.table import Table
-
-    from experiments.runner import CHECKPOINT, Runner, load_run_config
 
     run_dir = Path(args.run_dir)
     config = load_run_config(run_dir)
@@ -167,7 +166,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         config.eval_episodes = args.episodes
     runner = Runner(config, run_dir)
     if not (run_dir / CHECKPOINT).is_file():
-        raise envs.CrlgymError(f"{run_dir} has no checkpoint yet; nothing to evaluate")
+        raise crlgym.CrlgymError(f"{run_dir} has no checkpoint yet; nothing to evaluate")
     runner.restore()
     scores, seconds = runner.evaluator.evaluate(runner.policy, runner.task_context)
     table = Table(title=f"{run_dir} at step {runner.agent.num_timesteps}")
@@ -186,7 +185,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
-    from experiments.collect import collect
+    from crlgym.experiments.collect import collect
 
     collect(
         args.tasks,
@@ -205,11 +204,10 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_info(args: argparse.Namespace) -> None:
+    from crlgym.memory.datasets import dataset_info, load_dataset
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from memory.datasets import dataset_info, load_dataset
 
     info = dataset_info(load_dataset(args.name, args.data_dir))
     table = Table(title=info.dataset_id, show_header=False)
@@ -239,10 +237,9 @@ def _cmd_data_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_list(args: argparse.Namespace) -> None:
+    from crlgym.memory.datasets import dataset_info, list_datasets, load_dataset, resolve_data_dir
     from rich.console import Console
     from rich.table import Table
-
-    from memory.datasets import dataset_info, list_datasets, load_dataset, resolve_data_dir
 
     console = Console()
     ids = list_datasets(args.data_dir)
@@ -269,9 +266,8 @@ def _cmd_data_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from crlgym.experiments.pretrain import pretrain
     from rich.console import Console
-
-    from experiments.pretrain import pretrain
 
     tasks = [task for spec in args.data for task in envs.load_sequence(spec).task_names]
     console = Console()
@@ -305,7 +301,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _add_pretrain_parser(commands: argparse._SubParsersAction) -> None:
-    from memory.datasets import DEFAULT_DATA_DIR
+    from crlgym.memory.datasets import DEFAULT_DATA_DIR
 
     parser = commands.add_parser(
         "pretrain",
@@ -335,7 +331,7 @@ def _add_pretrain_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_collect_parsers(commands: argparse._SubParsersAction) -> None:
-    from memory.datasets import DEFAULT_DATA_DIR
+    from crlgym.memory.datasets import DEFAULT_DATA_DIR
 
     collect = commands.add_parser(
         "collect",

@@ -2,7 +2,7 @@
 
 For every task an expert acts from the task's native observation:
 
-* Meta-World, toy (and any task `envs.expert_policy` knows): the scripted expert. One
+* Meta-World, toy (and any task `crlgym.envs.expert_policy` knows): the scripted expert. One
   expert object per task; when it has a ``reset()`` (experts that remember within an
   episode), it is called at the start of every episode.
 * DMControl (no scripted experts): a SAC expert trained first on the task alone
@@ -31,6 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
+from crlgym.memory.datasets import (
+    DEFAULT_KIND,
+    DatasetExistsError,
+    DatasetInfo,
+    DatasetWriter,
+    dataset_exists,
+    dataset_id,
+    dataset_info,
+    resolve_data_dir,
+)
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -42,21 +52,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-import envs
-from envs.errors import ConfigError
-from memory.datasets import (
-    DEFAULT_KIND,
-    DatasetExistsError,
-    DatasetInfo,
-    DatasetWriter,
-    dataset_exists,
-    dataset_id,
-    dataset_info,
-    resolve_data_dir,
-)
+from crlgym import envs
+from crlgym.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agents.sac import SACConfig
+    from crlgym.agents.sac import SACConfig
 
 Expert = Callable[[np.ndarray], np.ndarray]
 
@@ -177,7 +177,7 @@ def expert_weights_path(
 
 
 def _sac_config(steps: int) -> SACConfig:
-    from agents.sac import SACConfig
+    from crlgym.agents.sac import SACConfig
 
     # Continual World's SAC on one task with one head; warm-up and replay scale down with
     # small budgets so that a short (test) budget still learns after its random phase.
@@ -205,16 +205,15 @@ def sac_expert(
     Returns the deterministic policy (observation -> action in [-1, 1]), the weights file,
     and whether it was reused.
     """
-    import torch as th
+    import torch
+    from crlgym.agents.sac import ContinualSAC, SACConfig
+    from crlgym.envs.wrappers import EpisodeSeeding
     from stable_baselines3.common.callbacks import BaseCallback
-
-    from agents.sac import ContinualSAC, SACConfig
-    from envs.wrappers import EpisodeSeeding
 
     path = expert_weights_path(data_dir, task, seed, steps)
     sequence = envs.load_sequence(task, envs.EnvConfig(episode_length=episode_length))
     reused = path.is_file()
-    saved = th.load(path, weights_only=True) if reused else None
+    saved = torch.load(path, weights_only=True) if reused else None
     if saved is not None:
         # Only fields SACConfig still has: a file saved by an older crlgym stays loadable.
         known = {f.name for f in dataclasses.fields(SACConfig)}
@@ -249,7 +248,7 @@ def sac_expert(
         path.parent.mkdir(parents=True, exist_ok=True)
         sac_config = {**config.to_dict(), "hidden_sizes": list(config.hidden_sizes)}
         temporary = path.with_name(f".{path.name}.tmp")
-        th.save(
+        torch.save(
             {
                 "policy": agent.policy.state_dict(),
                 "sac_config": sac_config,
@@ -264,8 +263,8 @@ def sac_expert(
     agent.policy.set_training_mode(False)
 
     def act(observation: np.ndarray) -> np.ndarray:
-        with th.no_grad():
-            tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
+        with torch.no_grad():
+            tensor = torch.as_tensor(observation, dtype=torch.float32).unsqueeze(0)
             return agent.policy._predict(tensor, deterministic=True)[0].numpy()
 
     return act, path, reused
@@ -461,7 +460,7 @@ def _collect_task(
         algorithm = "scripted expert + Gaussian action noise"
     references: dict[str, float] = {}
     if domain == "dmc":
-        from envs.dmc_env import load_reference_returns
+        from crlgym.envs.dmc_env import load_reference_returns
 
         reference = load_reference_returns().get(task)
         if reference is not None:

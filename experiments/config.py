@@ -1,4 +1,4 @@
-"""Typed run configuration: `TrainConfig` (with `agents.sac.SACConfig` inside), YAML files,
+"""Typed run configuration: `TrainConfig` (with `crlgym.agents.sac.SACConfig` inside), YAML files,
 and the command-line options generated from the fields and their docstrings."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
+from crlgym.agents.dt import DTConfig
+from crlgym.agents.l2m import L2MConfig
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.sac import SACConfig
 
-from agents.dt import DTConfig
-from agents.l2m import L2MConfig
-from agents.plasticity import PlasticityConfig
-from agents.sac import SACConfig
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 #: Command-line prefix of DTConfig fields whose names SAC's options already use
 #: (``--dt-learning-rate``); YAML files nest them under ``dt:`` instead.

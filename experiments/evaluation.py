@@ -17,9 +17,8 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch as th
-
-from envs.sequences import TaskSequence
+import torch
+from crlgym.envs.sequences import TaskSequence
 
 Policy = Callable[[np.ndarray, bool], np.ndarray]
 """(observation, deterministic) -> action. A policy with memory may also have
@@ -34,13 +33,13 @@ def preserved_rng() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's global random states on exit."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    torch_state = th.get_rng_state()
+    torch_state = torch.get_rng_state()
     try:
         yield
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
-        th.set_rng_state(torch_state)
+        torch.set_rng_state(torch_state)
 
 
 def episode_score(info: dict) -> float:
@@ -158,8 +157,8 @@ class Evaluator:
         task_context = task_context or (lambda task: nullcontext())
         started = time.perf_counter()
         scores = []
-        with preserved_rng(), th.no_grad():
-            th.manual_seed(self.episode_seed(self.sequence.num_tasks, self.evaluations))
+        with preserved_rng(), torch.no_grad():
+            torch.manual_seed(self.episode_seed(self.sequence.num_tasks, self.evaluations))
             for task in range(self.sequence.num_tasks):
                 with task_context(task):
                     sampled = [
@@ -192,12 +191,12 @@ class Evaluator:
         task_context: TaskContext | None = None,
     ) -> Path:
         """One deterministic episode of ``task`` as mp4 at the env's frame rate."""
-        from experiments.video import write_video
+        from crlgym.experiments.video import write_video
 
         env = self.sequence.make_env(task, render_mode="rgb_array")
         frames = []
         context = task_context(task) if task_context else nullcontext()
-        with preserved_rng(), th.no_grad(), context:
+        with preserved_rng(), torch.no_grad(), context:
             observation, _ = env.reset(seed=self.episode_seed(task, 10_000 + seed))
             observe_reward = _start_episode(policy, task)
             done = False

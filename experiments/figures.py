@@ -1,7 +1,7 @@
 """Figures of docs/results.md that compare runs along a setting (``crl report`` draws the
 per-run and per-method figures).
 
-``python -m experiments.figures recall RUNS_DIR OUT.png``: final recall success against the
+``python -m crlgym.experiments.figures recall RUNS_DIR OUT.png``: final recall success against the
 delay D, one line per memory, from runs named ``d<D>-<memory>-s<seed>`` (configs/recall_runs.sh).
 Prints the table it plots.
 """
@@ -15,8 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
-from experiments.report import _pyplot, _save
+from crlgym.experiments.report import _pyplot, _save
 
 RUN_NAME = re.compile(r"^d(?P<delay>\d+)-(?P<memory>[a-z]+)-s(?P<seed>\d+)$")
 CHANCE = 0.25  # 4 cues

@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.methods import make_method
+from crlgym.agents.sac import ContinualSAC
+from crlgym.envs import TaskSequence
+from crlgym.envs.wrappers import EpisodeSeeding
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from agents.methods import make_method
-from agents.sac import ContinualSAC
-from envs import TaskSequence
-from envs.wrappers import EpisodeSeeding
-
 if TYPE_CHECKING:
-    from agents.dt import DecisionTransformerAgent
-    from experiments.config import TrainConfig
+    from crlgym.agents.dt import DecisionTransformerAgent
+    from crlgym.experiments.config import TrainConfig
 
 StepHook = Callable[[int], None]
 """Called by a learner after each step of its budget with the run's step count."""
@@ -52,13 +51,13 @@ class Learner(Protocol):
     def task_start_step(self) -> int:
         """``num_timesteps`` when the current task started."""
 
-    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
         """Enter ``task`` (``fresh``: from its beginning, not a resumed middle)."""
 
     def learn(self, steps: int, on_step: StepHook) -> None:
         """Spend ``steps`` of the current task's budget."""
 
-    def end_task(self, task: int) -> None:
+    def on_task_end(self, task: int) -> None:
         """The task's budget is spent."""
 
     def episode_in_task(self) -> int:
@@ -127,7 +126,7 @@ class SACLearner:
     def task_start_step(self) -> int:
         return self.agent.task_start_step
 
-    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
         self._env = self._train_env(task, first_episode)
         self.agent.set_env(self._env)
         if fresh:
@@ -136,7 +135,7 @@ class SACLearner:
     def learn(self, steps: int, on_step: StepHook) -> None:
         self.agent.learn(steps, reset_num_timesteps=False, callback=_StepCallback(on_step))
 
-    def end_task(self, task: int) -> None:
+    def on_task_end(self, task: int) -> None:
         self.agent.on_task_end(task)
 
     def episode_in_task(self) -> int:
@@ -149,7 +148,7 @@ class SACLearner:
 
     def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
         def act(observation: np.ndarray, deterministic: bool) -> np.ndarray:
-            tensor = th.as_tensor(observation, dtype=th.float32).unsqueeze(0)
+            tensor = torch.as_tensor(observation, dtype=torch.float32).unsqueeze(0)
             return self.agent.policy._predict(tensor, deterministic=deterministic)[0].numpy()
 
         return act
@@ -194,7 +193,7 @@ def sequence_episodes(
 ) -> list[dict[str, Any]]:
     """The task's offline episodes as the sequence presents them (padded observations and
     actions when the sequence mixes spaces, one-hot task id appended when configured)."""
-    from memory.datasets import load_episodes
+    from crlgym.memory.datasets import load_episodes
 
     name = sequence.task_names[task]
     episodes = load_episodes(name, data_dir=data_dir)
@@ -228,7 +227,7 @@ class DTLearner:
     step_unit = "updates"
 
     def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
-        from agents.dt import DecisionTransformerAgent
+        from crlgym.agents.dt import DecisionTransformerAgent
 
         self.config = config
         self.sequence = sequence
@@ -250,7 +249,7 @@ class DTLearner:
     def task_start_step(self) -> int:
         return self._task_start_step
 
-    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
         if fresh:
             self._task_start_step = self.agent.num_timesteps
             self.agent.on_task_start(task, budget)
@@ -258,7 +257,7 @@ class DTLearner:
     def learn(self, steps: int, on_step: StepHook) -> None:
         self.agent.learn_updates(steps, callback=on_step)
 
-    def end_task(self, task: int) -> None:
+    def on_task_end(self, task: int) -> None:
         self.agent.on_task_end(task)
 
     def episode_in_task(self) -> int:
@@ -308,9 +307,16 @@ class L2MLearner(DTLearner):
     step_unit = "updates"
 
     def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
-        from agents.l2m import L2MAgent, PretrainedModel, SpaceMap, layout_episodes, reward_scale_of
-        from envs.errors import ConfigError
-        from memory.datasets import dataset_exists, load_episodes
+        from crlgym.agents.l2m import (
+            L2MAgent,
+            PretrainedModel,
+            SpaceMap,
+            layout_episodes,
+            reward_scale_of,
+        )
+        from crlgym.memory.datasets import dataset_exists, load_episodes
+
+        from crlgym.errors import ConfigError
 
         self.config = config
         self.sequence = sequence
@@ -364,7 +370,7 @@ class L2MLearner(DTLearner):
     def _evaluate_retention(self) -> None:
         if not self.retention_tasks:
             return
-        from experiments.pretrain import evaluate_tasks
+        from crlgym.experiments.pretrain import evaluate_tasks
 
         scores = evaluate_tasks(
             self.agent,
@@ -381,17 +387,17 @@ class L2MLearner(DTLearner):
             for task in self.retention_tasks:
                 self.agent.logger.record(f"pretrain_retention/{task}/score", scores[task]["score"])
 
-    def start_task(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
         if fresh and task == 0 and not self.retention["steps"]:
             self._evaluate_retention()  # the pretrained model before any fine-tuning
-        super().start_task(task, budget, first_episode, fresh)
+        super().on_task_start(task, budget, first_episode, fresh)
 
-    def end_task(self, task: int) -> None:
-        super().end_task(task)
+    def on_task_end(self, task: int) -> None:
+        super().on_task_end(task)
         self._evaluate_retention()
 
     def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
-        from experiments.pretrain import LayoutPolicy
+        from crlgym.experiments.pretrain import LayoutPolicy
 
         return LayoutPolicy(self.agent, self.maps)
 

@@ -14,7 +14,7 @@ are weighted by their episode counts). The presets train on random segments (age
 steps at random places of random episodes, each computed exactly as acting computes it; the
 L2M fine-tuning of such a checkpoint samples the same way.
 
-Outputs under ``--out``: ``model.pt`` (`agents.l2m.PretrainedModel`, written atomically,
+Outputs under ``--out``: ``model.pt`` (`crlgym.agents.l2m.PretrainedModel`, written atomically,
 loaded with ``weights_only=True``), ``tb/`` (TensorBoard: loss, action accuracy, learning
 rate, throughput), ``pretrain_eval.json`` (online evaluation of the pretrained model on its
 pretraining tasks: success, or normalized score for DMControl, per task) and
@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents.dt import DecisionTransformerAgent, DTConfig
-from agents.l2m import (
+from crlgym.agents.dt import DecisionTransformerAgent, DTConfig
+from crlgym.agents.l2m import (
     L2MAgent,
     L2MConfig,
     PretrainedModel,
@@ -44,9 +43,10 @@ from agents.l2m import (
     reward_scale_of,
     scale_episodes,
 )
-from envs import EnvConfig, load_sequence
-from envs.errors import ConfigError
-from envs.padding import build_layout
+from crlgym.envs import EnvConfig, load_sequence
+from crlgym.envs.padding import build_layout
+
+from crlgym.errors import ConfigError
 
 PRESETS: dict[str, DTConfig] = {
     # Trains on 2 CPU cores within minutes (~0.6M parameters with a 97-d layout).
@@ -109,7 +109,7 @@ def evaluate_tasks(
         task -> {score (success, or DMControl normalized score; sampled actions),
         deterministic, return, deterministic_return}.
     """
-    from experiments.evaluation import Evaluator
+    from crlgym.experiments.evaluation import Evaluator
 
     sequence = load_sequence(list(tasks), EnvConfig())
     width = int(np.prod(sequence.action_space.shape))
@@ -152,7 +152,7 @@ def load_pretraining_data(
 ) -> tuple[list[dict[str, Any]], list[float], Any]:
     """Every task's episodes in the shared layout with scaled rewards, each task's best scaled
     return, and the layout."""
-    from memory.datasets import dataset_exists, load_episodes
+    from crlgym.memory.datasets import dataset_exists, load_episodes
 
     missing = [task for task in tasks if not dataset_exists(task, data_dir)]
     if missing:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from crlgym.envs.sequences import TaskSequence
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -13,8 +14,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
-
-from envs.sequences import TaskSequence
 
 _UPDATE_EVERY = 100  # steps between redraws: a redraw per env step would cost real time
 
@@ -53,7 +52,7 @@ class Progress:
     ) -> None:
         self._bar.__exit__(kind, value, traceback)
 
-    def start_task(self, index: int, budget: int, task_start_step: int, step: int) -> None:
+    def on_task_start(self, index: int, budget: int, task_start_step: int, step: int) -> None:
         if self._task_id is not None:
             self._bar.remove_task(self._task_id)
         name = self.sequence.task_names[index]

@@ -4,8 +4,8 @@ A training run writes ``runs/<name>/results.json`` (see :func:`load_run` for the
 module turns one or more such directories into
 
 * a table per method, with every metric recomputed from the evaluation matrix by
-  :func:`experiments.metrics.summarize` and aggregated over seeds with a 90% percentile
-  bootstrap confidence interval (:func:`experiments.metrics.bootstrap_ci`);
+  :func:`crlgym.experiments.metrics.summarize` and aggregated over seeds with a 90% percentile
+  bootstrap confidence interval (:func:`crlgym.experiments.metrics.bootstrap_ci`);
 * per-run plots: a task x evaluation success heatmap and one success curve per task;
 * ``crl report RUN_DIR [RUN_DIR ...] [--out DIR]``, which writes ``report.md`` and the plots.
 
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from crlgym.experiments.metrics import EvalMatrix, bootstrap_ci, summarize
 
-from envs.errors import CrlgymError
-from experiments.metrics import EvalMatrix, bootstrap_ci, summarize
+from crlgym.errors import CrlgymError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,7 +61,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 
 RESULTS_FILE = "results.json"
-#: Metrics aggregated over seeds, in :func:`experiments.metrics.summarize` key names.
+#: Metrics aggregated over seeds, in :func:`crlgym.experiments.metrics.summarize` key names.
 METRICS: tuple[str, ...] = (
     "performance",
     "forgetting",

@@ -24,24 +24,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch as th
+import torch
 import yaml
-from stable_baselines3.common.logger import Logger, configure
-
-from agents.methods import make_method
-from envs import EnvConfig, TaskSequence, load_sequence
-from envs.errors import ConfigError, CrlgymError
-from experiments import metrics
-from experiments.checkpoint import (
+from crlgym.agents.methods import make_method
+from crlgym.envs import EnvConfig, TaskSequence, load_sequence
+from crlgym.experiments import metrics
+from crlgym.experiments.checkpoint import (
     global_rng_state,
     load_checkpoint,
     save_checkpoint,
     set_global_rng_state,
 )
-from experiments.config import TrainConfig, build_config
-from experiments.evaluation import EvalHistory, Evaluator, TaskScores
-from experiments.learners import Learner, make_learner
-from experiments.progress import Progress
+from crlgym.experiments.config import TrainConfig, build_config
+from crlgym.experiments.evaluation import EvalHistory, Evaluator, TaskScores
+from crlgym.experiments.learners import Learner, make_learner
+from crlgym.experiments.progress import Progress
+from stable_baselines3.common.logger import Logger, configure
+
+from crlgym.errors import ConfigError, CrlgymError
 
 CHECKPOINT = "checkpoints/latest.pt"
 
@@ -114,7 +114,7 @@ class Runner:
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config = config
         self.run_dir = run_dir
-        th.set_num_threads(config.threads)
+        torch.set_num_threads(config.threads)
         env_config = EnvConfig(
             episode_length=config.episode_length,
             one_hot_task_id=config.uses_task_id,
@@ -204,8 +204,8 @@ class Runner:
                 task = self.state.task_index
                 budget = sequence.steps_for(task, self.config.steps_per_task)
                 fresh = self.state.steps_in_task == 0
-                learner.start_task(task, budget, self.state.episode_in_task, fresh)
-                self.progress.start_task(
+                learner.on_task_start(task, budget, self.state.episode_in_task, fresh)
+                self.progress.on_task_start(
                     task, budget, learner.task_start_step, learner.num_timesteps
                 )
                 task_end_step = learner.task_start_step + budget
@@ -220,7 +220,7 @@ class Runner:
                     self.state.train_seconds = time.perf_counter() - started
                     if self.state.steps_in_task < budget:
                         self.checkpoint(inside_task=True)
-                learner.end_task(task)
+                learner.on_task_end(task)
                 self.state.task_ends.append(learner.num_timesteps)
                 self.evaluate()
                 self._log_task_metrics()
@@ -359,7 +359,7 @@ def _seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-    th.manual_seed(seed)
+    torch.manual_seed(seed)
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -414,7 +414,7 @@ def run_training(
 
 
 def _check_datasets(sequence: TaskSequence, data_dir: str) -> None:
-    from memory.datasets import dataset_exists
+    from crlgym.memory.datasets import dataset_exists
 
     missing = [task for task in sequence.task_names if not dataset_exists(task, data_dir)]
     if missing:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from envs.errors import ConfigError
-from memory.attention import MultiHeadReadout, full_attention
-from memory.base import MemoryLayer, MemoryState
-from memory.full import FullAttentionConfig, FullAttentionMemory, StepMemoryState
-from memory.hcam import HCAMConfig, HCAMMemory, HCAMReadInfo, HCAMState
-from memory.lstm import LSTMConfig, LSTMMemory, LSTMState
-from memory.window import WindowConfig, WindowMemory
+from crlgym.memory.attention import MultiHeadReadout, full_attention
+from crlgym.memory.base import MemoryLayer, MemoryState
+from crlgym.memory.full import FullAttentionConfig, FullAttentionMemory, StepMemoryState
+from crlgym.memory.hcam import HCAMConfig, HCAMMemory, HCAMReadInfo, HCAMState
+from crlgym.memory.lstm import LSTMConfig, LSTMMemory, LSTMState
+from crlgym.memory.window import WindowConfig, WindowMemory
+
+from crlgym.errors import ConfigError
 
 __all__ = [
     "MEMORY_KINDS",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 StateT = TypeVar("StateT", bound="MemoryState")
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from crlgym.envs.tasks import canonical_task_name
 
-from envs.errors import ConfigError, CrlgymError
-from envs.tasks import canonical_task_name
+from crlgym.errors import ConfigError, CrlgymError
 
 if TYPE_CHECKING:
     import gymnasium as gym

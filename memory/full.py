@@ -10,17 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-
-from envs.errors import ConfigError
-from memory.attention import MultiHeadReadout, attend, full_attention
-from memory.base import (
+from crlgym.memory.attention import MultiHeadReadout, attend, full_attention
+from crlgym.memory.base import (
     MemoryLayer,
     MemoryState,
     check_bool,
     check_positive_int,
     segment_episodes,
 )
+from torch import Tensor
+
+from crlgym.errors import ConfigError
 
 __all__ = [
     "FullAttentionConfig",
@@ -76,7 +76,7 @@ class StepAttentionMemory(MemoryLayer):
     (never step t or later), at most ``capacity`` steps back, so a read does not depend on
     how the episode is cut into segments. Keys and values are projections of the stored
     raw hidden states computed at read time, exactly as `HCAMMemory` reads its chunks, so
-    the two are compared on equal terms (see `memory.attention`). With ``mask_episodes``,
+    the two are compared on equal terms (see `crlgym.memory.attention`). With ``mask_episodes``,
     steps of earlier episodes are masked; a query that sees nothing reads zero.
     """
 

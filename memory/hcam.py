@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
-
-from envs.errors import ConfigError
-from memory.attention import MultiHeadReadout, masked_softmax, sinusoidal_positions
-from memory.base import (
+from crlgym.memory.attention import MultiHeadReadout, masked_softmax, sinusoidal_positions
+from crlgym.memory.base import (
     MemoryLayer,
     MemoryState,
     check_bool,
     check_positive_int,
     segment_episodes,
 )
+from torch import Tensor, nn
+
+from crlgym.errors import ConfigError
 
 POSITIONS = ("learned", "sinusoidal", "none")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from crlgym.memory.base import MemoryLayer, MemoryState, check_bool, check_positive_int
 from torch import Tensor, nn
-
-from memory.base import MemoryLayer, MemoryState, check_bool, check_positive_int
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memory.base import check_bool, check_positive_int
-from memory.full import StepAttentionMemory
+from crlgym.memory.base import check_bool, check_positive_int
+from crlgym.memory.full import StepAttentionMemory
 
 
 @dataclass

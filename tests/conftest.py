@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401 - sets MUJOCO_GL before anything imports mujoco
+from crlgym import envs  # noqa: F401 - sets MUJOCO_GL before anything imports mujoco
 
 # Small test networks run fastest on one thread, and several threads spin-wait badly when
 # the 2 cores are shared with other processes.

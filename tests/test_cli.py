@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from experiments.cli import main
+from crlgym.experiments.cli import main
 
 
 def run_crl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "crlgym.experiments.cli", *args], capture_output=True, text=True
     )
 
 

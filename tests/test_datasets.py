@@ -9,16 +9,14 @@ from typing import Any
 import minari
 import numpy as np
 import pytest
-
-import envs
-from experiments.cli import main
-from experiments.collect import (
+from crlgym.experiments.cli import main
+from crlgym.experiments.collect import (
     collect,
     episode_seed,
     expert_weights_path,
     is_noisy_episode,
 )
-from memory.datasets import (
+from crlgym.memory.datasets import (
     DatasetExistsError,
     DatasetNotFoundError,
     dataset_id,
@@ -30,6 +28,9 @@ from memory.datasets import (
     returns_to_go,
     sample_segments,
 )
+
+import crlgym
+from crlgym import envs
 
 TOY_TASKS = ("toy-reach-0", "toy-mirror-1")
 SEED = 3
@@ -194,7 +195,7 @@ def test_stateful_experts_are_reset_every_episode(
 def test_a_failed_collection_leaves_the_old_dataset_or_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import experiments.collect
+    import crlgym.experiments.collect
 
     calls = {"n": 0}
 
@@ -209,7 +210,7 @@ def test_a_failed_collection_leaves_the_old_dataset_or_none(
 
     collect("toy-reach-1", episodes=1, data_dir=tmp_path, progress=False)
     before = load_episodes("toy-reach-1", tmp_path)
-    monkeypatch.setattr(experiments.collect, "EPISODES_PER_WRITE", 2)
+    monkeypatch.setattr(crlgym.experiments.collect, "EPISODES_PER_WRITE", 2)
     monkeypatch.setattr(envs, "expert_policy", broken)
     for task, overwrite in (("toy-reach-0", False), ("toy-reach-1", True)):
         calls["n"] = 0
@@ -272,9 +273,9 @@ def test_dataset_ids() -> None:
         dataset_id("cartpole-balance", "medium-replay")
         == "crlgym/cartpole-balance/medium-replay-v0"
     )
-    with pytest.raises(envs.ConfigError):
+    with pytest.raises(crlgym.ConfigError):
         dataset_id("reach", "Expert v2")
-    with pytest.raises(envs.UnknownTaskError):
+    with pytest.raises(crlgym.UnknownTaskError):
         dataset_id("reech")
 
 

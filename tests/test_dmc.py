@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import check_registered_env, rollout
+from crlgym.envs.dmc_env import DMControlEnv, load_reference_returns, normalized_score
+from crlgym.envs.dmc_specs import inspect_task, load_dmc_specs
+from crlgym.envs.sequences import DMC6, DMC10
 
-import envs
-from envs.dmc_env import DMControlEnv, load_reference_returns, normalized_score
-from envs.dmc_specs import inspect_task, load_dmc_specs
-from envs.sequences import DMC6, DMC10
+import crlgym
+from crlgym import envs
 
 L2M_TASKS = tuple(dict.fromkeys(DMC10 + DMC6))
 
@@ -110,5 +111,5 @@ def test_video_frame_rate_is_the_control_rate() -> None:
 
 
 def test_episode_longer_than_the_suite_limit_is_refused() -> None:
-    with pytest.raises(envs.ConfigError, match="episode_length"):
+    with pytest.raises(crlgym.ConfigError, match="episode_length"):
         DMControlEnv("cheetah-run", episode_length=2000)

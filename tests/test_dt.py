@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_same_state, checkpoint_round_trip
-from stable_baselines3.common.logger import Logger
-from torch import nn
-
-import envs
-from agents.dt import (
+from crlgym.agents.dt import (
     DecisionTransformerAgent,
     DTConfig,
     detokenize_actions,
     tokenize_actions,
 )
-from envs.errors import ConfigError
+from stable_baselines3.common.logger import Logger
+from torch import nn
+
+from crlgym import envs
+from crlgym.errors import ConfigError
 
 OBS, ACT = 5, 3
 MEMORIES = {
@@ -29,7 +29,7 @@ MEMORIES = {
 
 
 def random_episodes(count: int, length: int | list[int], seed: int = 0) -> list[dict]:
-    """Episodes in `memory.datasets.load_episodes`'s format with random contents."""
+    """Episodes in `crlgym.memory.datasets.load_episodes`'s format with random contents."""
     rng = np.random.default_rng(seed)
     lengths = [length] * count if isinstance(length, int) else length
     return [

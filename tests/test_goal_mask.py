@@ -9,11 +9,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import check_registered_env
+from crlgym.envs.goal_mask import (
+    GOAL_SLICE,
+    MASKED_OBSERVATION_SPACE,
+    GoalMaskedEnv,
+    MaskedGoalExpert,
+)
+from crlgym.envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, metaworld_expert
+from crlgym.envs.tasks import MASKED_TASK_NAMES, split_masked_task
 
-import envs
-from envs.goal_mask import GOAL_SLICE, MASKED_OBSERVATION_SPACE, GoalMaskedEnv, MaskedGoalExpert
-from envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, metaworld_expert
-from envs.tasks import MASKED_TASK_NAMES, split_masked_task
+import crlgym
+from crlgym import envs
 
 
 @pytest.mark.parametrize("visible", [1, 10])
@@ -70,12 +76,12 @@ def test_names_domain_and_registration() -> None:
     for name in MASKED_TASK_NAMES:
         assert f"crlgym/{name}" in gym.registry and name in envs.all_tasks()
     for name in ("masked10-rech", "masked5-cheetah-run", "masked-reach", "maskedx-reach"):
-        with pytest.raises(envs.UnknownTaskError) as caught:
+        with pytest.raises(crlgym.UnknownTaskError) as caught:
             envs.canonical_task_name(name)
         assert "\n" not in str(caught.value) and "crl list tasks" in str(caught.value)
-    with pytest.raises(envs.UnknownTaskError, match="closest valid names: masked10-reach-v3"):
+    with pytest.raises(crlgym.UnknownTaskError, match="closest valid names: masked10-reach-v3"):
         envs.make_env("masked10-rech")
-    with pytest.raises(envs.UnknownSequenceError, match="masked<K>-<Meta-World task>"):
+    with pytest.raises(crlgym.UnknownSequenceError, match="masked<K>-<Meta-World task>"):
         envs.load_sequence("masked4-cheetah-run")
 
 
@@ -116,7 +122,7 @@ def test_expert_contract() -> None:
     np.testing.assert_array_equal(expert(hidden), first)  # the goal is filled back in
     expert.reset()
     assert expert.remembered_goal is None
-    with pytest.raises(envs.ConfigError, match="never shows its goal"):
+    with pytest.raises(crlgym.ConfigError, match="never shows its goal"):
         envs.expert_policy("masked0-reach")
 
 
@@ -148,5 +154,5 @@ def test_masked_and_plain_tasks_differ_in_bounds_and_pad() -> None:
     assert observation in mixed.observation_space
     assert np.all(observation[GOAL_SLICE] == 0.0)  # the Meta-World slot holds the masked goal
     env.close()
-    with pytest.raises(envs.SpaceMismatchError, match="other bounds"):
+    with pytest.raises(crlgym.SpaceMismatchError, match="other bounds"):
         envs.load_sequence("masked10-reach,reach", envs.EnvConfig(padding="never"))

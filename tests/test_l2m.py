@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from agents.dt import DecisionTransformerAgent, detokenize_actions, tokenize_actions
-from agents.l2m import (
+from crlgym.agents.dt import DecisionTransformerAgent, detokenize_actions, tokenize_actions
+from crlgym.agents.l2m import (
     L2MAgent,
     L2MConfig,
     PretrainedModel,
@@ -20,11 +19,12 @@ from agents.l2m import (
     layout_episodes,
     reward_scale_of,
 )
-from envs.errors import ConfigError
-from experiments.cli import main
-from experiments.collect import collect
-from experiments.pretrain import PRESETS, frozen_agent, load_pretraining_data, pretrain
-from memory.datasets import load_episodes
+from crlgym.experiments.cli import main
+from crlgym.experiments.collect import collect
+from crlgym.experiments.pretrain import PRESETS, frozen_agent, load_pretraining_data, pretrain
+from crlgym.memory.datasets import load_episodes
+
+from crlgym.errors import ConfigError
 
 TASKS = ["toy-reach-0", "toy-reach-4"]
 
@@ -368,7 +368,7 @@ def test_ewc_holds_the_weights_that_matter_for_earlier_tasks(
 
 
 def test_l2m_options_reach_the_config() -> None:
-    from experiments.config import build_config
+    from crlgym.experiments.config import build_config
 
     config = build_config(
         {"agent": "l2m", "pretrained": "m.pt", "l2m_mode": "ewc", "ewc_coef": 5.0,

@@ -7,10 +7,7 @@ import math
 import pytest
 import torch
 from conftest import checkpoint_round_trip
-from torch import Tensor
-
-from envs.errors import ConfigError
-from memory import (
+from crlgym.memory import (
     MEMORY_KINDS,
     FullAttentionMemory,
     HCAMMemory,
@@ -21,6 +18,9 @@ from memory import (
     full_attention,
     make_memory,
 )
+from torch import Tensor
+
+from crlgym.errors import ConfigError
 
 D = 16
 HEADS = 4

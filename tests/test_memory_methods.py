@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch as th
+import torch
 from conftest import assert_same_state, checkpoint_round_trip
-
-import envs
-from agents.methods.agem import AGEM, agem_project
-from agents.methods.base import ContinualMethod
-from agents.methods.replay import (
+from crlgym.agents.methods.agem import AGEM, agem_project
+from crlgym.agents.methods.base import ContinualMethod
+from crlgym.agents.methods.replay import (
     ClonEx,
     Replay,
     ReservoirMemory,
@@ -19,7 +17,9 @@ from agents.methods.replay import (
     sac_critic_loss,
     task_transitions,
 )
-from agents.sac import ContinualSAC, SACConfig
+from crlgym.agents.sac import ContinualSAC, SACConfig
+
+from crlgym import envs
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -38,7 +38,7 @@ def make_agent(
     """A tiny two-task agent on the toy tasks (the pattern of tests/test_sac.py)."""
     config = SACConfig(**{**SMALL, **overrides})
     sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=2,
@@ -68,15 +68,15 @@ def after_first_task(method: ContinualMethod, task_1_steps: int = 100, **overrid
     return agent, sequence
 
 
-def task_ids(observations: th.Tensor) -> th.Tensor:
+def task_ids(observations: torch.Tensor) -> torch.Tensor:
     return observations[:, -2:].argmax(dim=1)
 
 
-def flat_grad(module: th.nn.Module) -> th.Tensor:
-    return th.cat([p.grad.reshape(-1) for p in module.parameters()])
+def flat_grad(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in module.parameters()])
 
 
-def set_flat_grad(module: th.nn.Module, gradient: th.Tensor) -> None:
+def set_flat_grad(module: torch.nn.Module, gradient: torch.Tensor) -> None:
     chunks = gradient.split([p.numel() for p in module.parameters()])
     for p, chunk in zip(module.parameters(), chunks, strict=True):
         p.grad = chunk.view_as(p).clone()
@@ -93,18 +93,18 @@ def current_actor_backward(agent: ContinualSAC) -> None:
 
 
 def test_agem_projects_a_conflicting_gradient_exactly() -> None:
-    g = th.tensor([1.0, 2.0, -1.0, 0.5], dtype=th.float64)
-    g_ref = th.tensor([-1.0, 0.0, 1.0, 2.0], dtype=th.float64)
-    dot = th.dot(g, g_ref)
+    g = torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64)
+    g_ref = torch.tensor([-1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    dot = torch.dot(g, g_ref)
     assert dot < 0
     projected = agem_project(g, g_ref)
-    th.testing.assert_close(projected, g - dot / th.dot(g_ref, g_ref) * g_ref)
-    assert abs(th.dot(projected, g_ref).item()) < 1e-12
+    torch.testing.assert_close(projected, g - dot / torch.dot(g_ref, g_ref) * g_ref)
+    assert abs(torch.dot(projected, g_ref).item()) < 1e-12
 
 
 def test_agem_keeps_a_non_conflicting_gradient() -> None:
-    g = th.tensor([1.0, 2.0, -1.0])
-    for g_ref in (th.tensor([1.0, 0.0, 0.5]), th.tensor([0.0, 0.5, 1.0]), th.zeros(3)):
+    g = torch.tensor([1.0, 2.0, -1.0])
+    for g_ref in (torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 0.5, 1.0]), torch.zeros(3)):
         assert agem_project(g, g_ref) is g  # positive, zero dot product, empty memory
 
 
@@ -115,7 +115,7 @@ def test_agem_memory_holds_samples_per_task_of_each_task() -> None:
     task_0 = method.memory.of_task(0)
     assert set(task_0) == {"observations", "actions", "next_observations", "dones", "rewards"}
     assert (task_ids(task_0["observations"]) == 0).all()
-    assert len(th.unique(task_0["actions"], dim=0)) == 50  # drawn without replacement
+    assert len(torch.unique(task_0["actions"], dim=0)) == 50  # drawn without replacement
     assert task_0["rewards"].shape == task_0["dones"].shape == (50, 1)
     agent.on_task_end(1)
     assert method.memory.task_sizes() == {0: 50, 1: 50}
@@ -140,7 +140,7 @@ def test_agem_does_nothing_before_the_first_task_ends() -> None:
     current_actor_backward(agent)
     before = flat_grad(agent.actor).clone()
     method.adjust_gradients(agent, "actor")
-    assert th.equal(flat_grad(agent.actor), before)
+    assert torch.equal(flat_grad(agent.actor), before)
     assert method.adjustments == {"actor": 0, "critic": 0}
 
 
@@ -152,22 +152,24 @@ def test_agem_adjusted_gradient_never_conflicts_with_the_reference(network: str)
     other = agent.critic if network == "actor" else agent.actor
     current_actor_backward(agent)  # gives both networks gradients
     for p in other.parameters():
-        p.grad = th.randn_like(p)
+        p.grad = torch.randn_like(p)
     other_before = flat_grad(other).clone()
 
-    th.manual_seed(7)
+    torch.manual_seed(7)
     reference = method.reference_gradient(agent, network)
     # a gradient that conflicts with the memory: projected onto the reference's normal plane
-    gradient = -reference + 0.1 * th.randn_like(reference)
+    gradient = -reference + 0.1 * torch.randn_like(reference)
     set_flat_grad(module, gradient)
-    th.manual_seed(7)  # the same memory batch and action samples as `reference`
+    torch.manual_seed(7)  # the same memory batch and action samples as `reference`
     method.adjust_gradients(agent, network)
     adjusted = flat_grad(module)
-    expected = gradient - th.dot(gradient, reference) / th.dot(reference, reference) * reference
-    th.testing.assert_close(adjusted, expected)
-    assert abs(th.dot(adjusted, reference)) <= 1e-4 * adjusted.norm() * reference.norm()
+    expected = (
+        gradient - torch.dot(gradient, reference) / torch.dot(reference, reference) * reference
+    )
+    torch.testing.assert_close(adjusted, expected)
+    assert abs(torch.dot(adjusted, reference)) <= 1e-4 * adjusted.norm() * reference.norm()
     assert method.projections[network] == 1
-    assert th.equal(flat_grad(other), other_before)  # no reference gradient left anywhere
+    assert torch.equal(flat_grad(other), other_before)  # no reference gradient left anywhere
 
     # the agent's own gradient: after adjustment it agrees (or is orthogonal) with g_ref
     current_actor_backward(agent)
@@ -175,37 +177,37 @@ def test_agem_adjusted_gradient_never_conflicts_with_the_reference(network: str)
         batch = agent.replay_buffer.sample(64)
         agent.critic.optimizer.zero_grad()
         sac_critic_loss(agent, batch).backward()
-    th.manual_seed(8)
+    torch.manual_seed(8)
     method.adjust_gradients(agent, network)
-    th.manual_seed(8)
+    torch.manual_seed(8)
     reference = method.reference_gradient(agent, network)
     adjusted = flat_grad(module)
-    assert th.dot(adjusted, reference) >= -1e-4 * adjusted.norm() * reference.norm()
+    assert torch.dot(adjusted, reference) >= -1e-4 * adjusted.norm() * reference.norm()
 
 
 def test_agem_critic_is_left_alone_unless_regularized() -> None:
     method = AGEM(samples_per_task=100, regularize_critic=False)
     agent, _ = after_first_task(method)
     current_actor_backward(agent)
-    set_flat_grad(agent.critic, th.randn_like(flat_grad(agent.critic)))
+    set_flat_grad(agent.critic, torch.randn_like(flat_grad(agent.critic)))
     before = flat_grad(agent.critic).clone()
     method.adjust_gradients(agent, "critic")
-    assert th.equal(flat_grad(agent.critic), before)
+    assert torch.equal(flat_grad(agent.critic), before)
 
 
 # --- reservoir and replay ---------------------------------------------------------------
 
 
-def tagged(task: int, count: int, first: int) -> dict[str, th.Tensor]:
+def tagged(task: int, count: int, first: int) -> dict[str, torch.Tensor]:
     """``count`` samples of ``task``, with a unique running id."""
     return {
-        "task": th.full((count, 1), float(task)),
-        "id": th.arange(first, first + count, dtype=th.float32)[:, None],
+        "task": torch.full((count, 1), float(task)),
+        "id": torch.arange(first, first + count, dtype=torch.float32)[:, None],
     }
 
 
 def test_reservoir_keeps_capacity_and_is_uniform_over_tasks() -> None:
-    th.manual_seed(0)
+    torch.manual_seed(0)
     reservoir = ReservoirMemory(capacity=3_000)
     reservoir.add(tagged(0, 1_000, 0))
     assert len(reservoir) == 1_000  # room left: everything kept
@@ -214,19 +216,19 @@ def test_reservoir_keeps_capacity_and_is_uniform_over_tasks() -> None:
     for task in (1, 2):
         reservoir.add(tagged(task, 3_000, 3_000 * task))
     assert len(reservoir) == 3_000 and reservoir.seen == 9_000
-    assert len(th.unique(reservoir.data["id"])) == 3_000  # no sample is kept twice
-    shares = th.bincount(reservoir.data["task"][:, 0].long(), minlength=3) / 3_000
-    th.testing.assert_close(shares, th.full((3,), 1 / 3), atol=0.04, rtol=0)
+    assert len(torch.unique(reservoir.data["id"])) == 3_000  # no sample is kept twice
+    shares = torch.bincount(reservoir.data["task"][:, 0].long(), minlength=3) / 3_000
+    torch.testing.assert_close(shares, torch.full((3,), 1 / 3), atol=0.04, rtol=0)
 
 
 def test_reservoir_add_in_one_batch_is_uniform() -> None:
-    th.manual_seed(1)
+    torch.manual_seed(1)
     reservoir = ReservoirMemory(capacity=2_000)
     reservoir.add(tagged(0, 20_000, 0))
     ids = reservoir.data["id"][:, 0]
-    assert len(th.unique(ids)) == 2_000
-    deciles = th.bincount((ids / 2_000).long(), minlength=10) / 2_000
-    th.testing.assert_close(deciles, th.full((10,), 0.1), atol=0.03, rtol=0)
+    assert len(torch.unique(ids)) == 2_000
+    deciles = torch.bincount((ids / 2_000).long(), minlength=10) / 2_000
+    torch.testing.assert_close(deciles, torch.full((10,), 0.1), atol=0.03, rtol=0)
 
 
 def test_replay_losses_use_old_tasks_with_their_own_ids() -> None:
@@ -240,19 +242,21 @@ def test_replay_losses_use_old_tasks_with_their_own_ids() -> None:
     critic_loss = method.critic_aux_loss(agent, None)
     actor_loss = method.actor_aux_loss(agent, None)
     for loss in (critic_loss, actor_loss):
-        assert loss is not None and loss.dim() == 0 and th.isfinite(loss) and loss.requires_grad
+        assert loss is not None and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad
     agent.on_task_end(1)
     assert len(method.memory) == 400 and method.memory.seen == 400
 
 
 def test_sac_critic_loss_of_terminal_transitions_is_the_reward_regression() -> None:
     agent, _ = make_agent(**NO_UPDATES)
-    observations = th.cat([th.rand(8, 2), th.eye(2)[th.zeros(8, dtype=th.long)]], dim=1)
-    actions, rewards = th.rand(8, 2) * 2 - 1, th.randn(8, 1)
-    batch = Transitions(observations, actions, observations, th.ones(8, 1), rewards)
+    observations = torch.cat(
+        [torch.rand(8, 2), torch.eye(2)[torch.zeros(8, dtype=torch.long)]], dim=1
+    )
+    actions, rewards = torch.rand(8, 2) * 2 - 1, torch.randn(8, 1)
+    batch = Transitions(observations, actions, observations, torch.ones(8, 1), rewards)
     q1, q2 = agent.critic(observations, actions)
     expected = 0.5 * (((q1 - rewards) ** 2).mean() + ((q2 - rewards) ** 2).mean())
-    th.testing.assert_close(sac_critic_loss(agent, batch), expected)
+    torch.testing.assert_close(sac_critic_loss(agent, batch), expected)
 
 
 # --- ClonEx -----------------------------------------------------------------------------
@@ -278,9 +282,9 @@ def test_clonex_kl_is_zero_for_the_unchanged_policy_and_grows_with_perturbation(
     original = [p.detach().clone() for p in agent.actor.parameters()]
     kls = []
     for scale in (0.01, 0.1):
-        with th.no_grad():
+        with torch.no_grad():
             for p, p0 in zip(agent.actor.parameters(), original, strict=True):
-                p.copy_(p0 + scale * th.randn_like(p0))
+                p.copy_(p0 + scale * torch.randn_like(p0))
         kls.append(method.kl(agent, stored).item())
     assert 0 < kls[0] < kls[1]
 
@@ -310,7 +314,7 @@ def test_methods_train_with_the_agent(method: ContinualMethod) -> None:
     before = [p.detach().clone() for p in agent.actor.parameters()]
     train_task(agent, sequence, 1, 100)
     assert all(np.isfinite(p.detach().numpy()).all() for p in agent.actor.parameters())
-    assert any(not th.equal(b, p) for b, p in zip(before, agent.actor.parameters(), strict=True))
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters(), strict=True))
     if isinstance(method, AGEM):
         assert method.adjustments == {"actor": 50, "critic": 50}
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import check_registered_env, rollout
+from crlgym.envs.metaworld_env import GOAL_HIGH, GOAL_LOW, METAWORLD_OBSERVATION_SPACE
+from crlgym.envs.sequences import CW10
 
-import envs
-from envs.metaworld_env import GOAL_HIGH, GOAL_LOW, METAWORLD_OBSERVATION_SPACE
-from envs.sequences import CW10
+import crlgym
+from crlgym import envs
 
 SAMPLE_MT50 = ("reach-v3", "door-open-v3", "pick-place-v3", "assembly-v3", "sweep-into-v3")
 
@@ -160,9 +161,9 @@ def test_scripted_expert_solves_cw10(task: str) -> None:
 
 
 def test_bad_config_values_are_refused() -> None:
-    with pytest.raises(envs.ConfigError, match="episode_length"):
+    with pytest.raises(crlgym.ConfigError, match="episode_length"):
         envs.EnvConfig(episode_length=0)
-    with pytest.raises(envs.ConfigError, match="camera"):
+    with pytest.raises(crlgym.ConfigError, match="camera"):
         envs.make_env("hammer", envs.EnvConfig(camera="ceiling"))
-    with pytest.raises(envs.ConfigError, match="render_mode"):
+    with pytest.raises(crlgym.ConfigError, match="render_mode"):
         envs.EnvConfig(render_mode="human")

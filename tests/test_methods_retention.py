@@ -8,12 +8,12 @@ from functools import cache
 
 import numpy as np
 import pytest
-import torch as th
+import torch
 from conftest import assert_same_state, checkpoint_round_trip
+from crlgym.agents.methods import METHODS, make_method
+from crlgym.agents.sac import ContinualSAC, SACConfig
 
-import envs
-from agents.methods import METHODS, make_method
-from agents.sac import ContinualSAC, SACConfig
+from crlgym import envs
 
 # Goals at 0, 180 and 90 degrees; the goal is hidden, so the tasks conflict and only the
 # task id (multi-head, as in Continual World) tells them apart.
@@ -39,7 +39,7 @@ PROTECTING = [name for name in METHODS if name != "finetune"]
 
 def make_agent(method: str, seed: int = 0) -> tuple[ContinualSAC, envs.TaskSequence]:
     sequence = envs.load_sequence(SEQUENCE, envs.EnvConfig(one_hot_task_id=True))
-    th.manual_seed(seed)
+    torch.manual_seed(seed)
     agent = ContinualSAC(
         sequence.make_env(0, seed=seed),
         num_tasks=sequence.num_tasks,
@@ -54,7 +54,7 @@ def make_agent(method: str, seed: int = 0) -> tuple[ContinualSAC, envs.TaskSeque
 def success(agent: ContinualSAC, sequence: envs.TaskSequence, task: int) -> float:
     env = sequence.make_env(task)
     results = []
-    with agent.method.evaluating(agent, task), th.no_grad():
+    with agent.method.evaluating(agent, task), torch.no_grad():
         for episode in range(10):
             observation, _ = env.reset(seed=10_000 + episode)
             done, info = False, {}
@@ -120,11 +120,11 @@ def test_method_state_survives_a_checkpoint(method: str) -> None:
     for hook in ("actor_aux_loss", "critic_aux_loss"):
         losses = []
         for subject in (agent, clone):
-            th.manual_seed(0)  # memory-based methods draw their own batches
+            torch.manual_seed(0)  # memory-based methods draw their own batches
             np.random.seed(0)
             losses.append(getattr(subject.method, hook)(subject, batch))
         mine, theirs = losses
         if mine is None:
             assert theirs is None
         else:
-            assert th.allclose(mine, theirs)
+            assert torch.allclose(mine, theirs)

@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-
-from experiments.metrics import (
+from crlgym.experiments.metrics import (
     EvalMatrix,
     auc_in_own_window,
     average_performance,

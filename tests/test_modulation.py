@@ -13,10 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
-from agents.modulation import (
+from crlgym.agents.modulation import (
     DEFAULT_SITES,
     ModulatedLinear,
     ModulationConfig,
@@ -26,7 +23,10 @@ from agents.modulation import (
     state_query,
     trainable_parameters,
 )
-from envs.errors import ConfigError
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from crlgym.errors import ConfigError
 
 OBS, D_MODEL, STEPS, OUTPUTS = 8, 32, 5, 4
 TRAIN_STEPS = 200
@@ -176,7 +176,7 @@ def train_task(
         loss.backward()
         optimizer.step()
     counts = pool.task_counts.clone()
-    pool.end_task()
+    pool.on_task_end()
     return counts
 
 
@@ -317,8 +317,8 @@ def test_usage_penalty_steers_a_new_task_to_an_unused_entry() -> None:
         assert (pool.select(query0, training=True) == entry).all()
         no_penalty_pool.select(query0, training=True)
     assert pool.task_counts[entry] == 5 * len(query0) == pool.task_counts.sum()
-    pool.end_task()
-    no_penalty_pool.end_task()
+    pool.on_task_end()
+    no_penalty_pool.on_task_end()
     assert pool.task_counts.sum() == 0 and pool.usage[entry] == 1.0 and pool.tasks_ended == 1
     # Task 1's queries lie close to entry e's key.
     noise = 0.05 * torch.randn(query0.shape, generator=torch.Generator().manual_seed(5))

@@ -6,13 +6,14 @@ import copy
 from typing import Any
 
 import pytest
-import torch as th
+import torch
 from conftest import checkpoint_round_trip
+from crlgym.agents.methods.packnet import FREE, PackNet
+from crlgym.agents.sac import ContinualSAC, SACConfig
 from stable_baselines3.common.logger import Logger
 
-import envs
-from agents.methods.packnet import FREE, PackNet
-from agents.sac import ContinualSAC, SACConfig
+import crlgym
+from crlgym import envs
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -35,7 +36,7 @@ def make_agent(
 ) -> tuple[ContinualSAC, envs.TaskSequence]:
     config = SACConfig(**{**SMALL, **overrides})
     sequence = envs.load_sequence(tasks, envs.EnvConfig(one_hot_task_id=True))
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=sequence.num_tasks,
@@ -61,16 +62,16 @@ def train_task(agent: ContinualSAC, sequence: envs.TaskSequence, task: int, budg
     agent.on_task_end(task)
 
 
-def snapshot(method: PackNet, agent: ContinualSAC) -> dict[str, th.Tensor]:
+def snapshot(method: PackNet, agent: ContinualSAC) -> dict[str, torch.Tensor]:
     return {slot.name: slot.param.detach().clone() for slot in method.all_slots(agent)}
 
 
-def owners(method: PackNet) -> dict[str, th.Tensor]:
+def owners(method: PackNet) -> dict[str, torch.Tensor]:
     return {name: owner.clone() for name, owner in method.owners.items()}
 
 
-def observation(sequence: envs.TaskSequence, task: int) -> th.Tensor:
-    return th.as_tensor(sequence.make_env(task).reset(seed=3)[0])[None]
+def observation(sequence: envs.TaskSequence, task: int) -> torch.Tensor:
+    return torch.as_tensor(sequence.make_env(task).reset(seed=3)[0])[None]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_pruning_starts_the_retraining_window_and_zeroes_the_pruned(trained) -> 
     slots = list(trained["method"].all_slots(trained["agent"]))
     assert trained["packed_before_window"] == FREE
     for name, owner in trained["owners_0"].items():  # retraining claims nothing more
-        assert th.equal(owner, trained["owners_end_0"][name])
+        assert torch.equal(owner, trained["owners_end_0"][name])
     for slot in slots:
         owner = trained["owners_0"][slot.name]
         if slot.kind == "weight":  # half kept (one task left), the rest zero and free
@@ -109,7 +110,7 @@ def test_pruning_starts_the_retraining_window_and_zeroes_the_pruned(trained) -> 
             rows = slot.rows_per_head
             assert (owner[:rows] == 0).all() and (owner[rows:] == FREE).all()
     retrained = [
-        not th.equal(trained["after_prune"][s.name], trained["end_0"][s.name]) for s in slots
+        not torch.equal(trained["after_prune"][s.name], trained["end_0"][s.name]) for s in slots
     ]
     assert any(retrained)
 
@@ -121,10 +122,10 @@ def test_task_0_weights_are_bit_identical_after_task_1(trained) -> None:
     for slot in method.all_slots(agent):
         kept = trained["owners_end_0"][slot.name] == 0
         before, after = trained["end_0"][slot.name], trained["end_1"][slot.name]
-        assert th.equal(before[kept], after[kept]), slot.name
+        assert torch.equal(before[kept], after[kept]), slot.name
         if slot.kind == "shared":  # biases and LayerNorm: frozen after the first task
-            assert th.equal(before, after), slot.name
-        changed |= not th.equal(before[~kept], after[~kept])
+            assert torch.equal(before, after), slot.name
+        changed |= not torch.equal(before[~kept], after[~kept])
     assert changed  # task 1 did train its free weights
     final = method.owners
     for slot in method.all_slots(agent):  # the last task keeps everything left
@@ -144,7 +145,7 @@ def test_adam_moments_and_weight_decay_cannot_move_frozen_weights() -> None:
     train_task(agent, sequence, 1, 150)
     after = snapshot(method, agent)
     for name, owner in kept.items():
-        assert th.equal(before[name][owner == 0], after[name][owner == 0]), name
+        assert torch.equal(before[name][owner == 0], after[name][owner == 0]), name
 
 
 def test_the_prune_schedule_gives_every_task_an_equal_share() -> None:
@@ -155,10 +156,10 @@ def test_the_prune_schedule_gives_every_task_an_equal_share() -> None:
     left = {s.name: s.param.numel() for s in weights}
     for task in range(3):
         start_task(agent, sequence, task, budget=None)  # unknown budget: prune at the end
-        with th.no_grad():  # stand-in for training: fresh values for the free weights
+        with torch.no_grad():  # stand-in for training: fresh values for the free weights
             for slot in weights:
                 free = method.owners[slot.name] == FREE
-                slot.param[free] = th.randn(int(free.sum()))
+                slot.param[free] = torch.randn(int(free.sum()))
         before = snapshot(method, agent)
         agent.on_task_end(task)
         fraction = method.fraction_to_prune(task, 3)
@@ -196,11 +197,11 @@ def test_a_fixed_prune_fraction() -> None:
     assert counts == [n - n // 2, n // 2 - n // 4, n // 4]
 
 
-def masked_copy(agent: ContinualSAC, method: PackNet, task: int) -> th.nn.Module:
+def masked_copy(agent: ContinualSAC, method: PackNet, task: int) -> torch.nn.Module:
     """The actor with every weight that task ``task`` did not see set to zero."""
     actor = copy.deepcopy(agent.actor)
     params = dict(actor.named_parameters())
-    with th.no_grad():
+    with torch.no_grad():
         for name, owner in method.owners.items():
             visible = (owner >= 0) & (owner <= task)
             params[name.removeprefix("actor.")].masked_fill_(~visible, 0.0)
@@ -215,16 +216,16 @@ def test_evaluating_uses_only_the_tasks_weights_and_restores_them(trained) -> No
     full_mean = agent.actor.get_action_dist_params(obs)[0]
     with method.evaluating(agent, 0):
         for ours, theirs in zip(agent.actor.parameters(), reference.parameters(), strict=True):
-            assert th.equal(ours, theirs)
+            assert torch.equal(ours, theirs)
         mean, log_std, _ = agent.actor.get_action_dist_params(obs)
     expected_mean, expected_log_std, _ = reference.get_action_dist_params(obs)
-    assert th.equal(mean, expected_mean) and th.equal(log_std, expected_log_std)
-    assert not th.equal(mean, full_mean)  # task 1's weights do matter
+    assert torch.equal(mean, expected_mean) and torch.equal(log_std, expected_log_std)
+    assert not torch.equal(mean, full_mean)  # task 1's weights do matter
     for old, new in zip(before, agent.actor.parameters(), strict=True):
-        assert th.equal(old, new)
+        assert torch.equal(old, new)
     with method.evaluating(agent, 1):  # the current (last) task sees every weight
         for old, new in zip(before, agent.actor.parameters(), strict=True):
-            assert th.equal(old, new)
+            assert torch.equal(old, new)
 
 
 def test_evaluating_during_a_task_counts_free_weights_as_the_current_tasks() -> None:
@@ -232,18 +233,18 @@ def test_evaluating_during_a_task_counts_free_weights_as_the_current_tasks() -> 
     agent, sequence = make_agent(method=method)
     train_task(agent, sequence, 0, 150)  # no budget to retrain in: prune at the end
     start_task(agent, sequence, 1, BUDGET)
-    with th.no_grad():
+    with torch.no_grad():
         for slot in method.all_slots(agent):
             slot.param.add_(1.0)  # stand-in for task 1's training: free weights non-zero
     before = [p.detach().clone() for p in agent.actor.parameters()]
     with method.evaluating(agent, 1):
         for old, new in zip(before, agent.actor.parameters(), strict=True):
-            assert th.equal(old, new)
+            assert torch.equal(old, new)
     with method.evaluating(agent, 0):
         for slot in method.all_slots(agent):
             assert not slot.param[method.owners[slot.name] == FREE].any()
     for old, new in zip(before, agent.actor.parameters(), strict=True):
-        assert th.equal(old, new)
+        assert torch.equal(old, new)
 
 
 def test_state_round_trip_through_a_weights_only_checkpoint(trained) -> None:
@@ -254,20 +255,20 @@ def test_state_round_trip_through_a_weights_only_checkpoint(trained) -> None:
     assert clone.method.packed_task == method.packed_task == 1
     assert clone.method.owners.keys() == method.owners.keys()
     for name, owner in method.owners.items():
-        assert th.equal(clone.method.owners[name], owner)
+        assert torch.equal(clone.method.owners[name], owner)
     obs = observation(sequence, 0)
     with method.evaluating(agent, 0):
         expected = agent.actor.get_action_dist_params(obs)[:2]
     with clone.method.evaluating(clone, 0):
         got = clone.actor.get_action_dist_params(obs)[:2]
-    assert all(th.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     # Training on after the restore still leaves task 0's weights alone.
     before = snapshot(clone.method, clone)
     clone.train(gradient_steps=5, batch_size=32)
     after = snapshot(clone.method, clone)
     for name, owner in clone.method.owners.items():
-        assert th.equal(before[name][owner == 0], after[name][owner == 0]), name
-    assert any(not th.equal(before[name], after[name]) for name in before)
+        assert torch.equal(before[name][owner == 0], after[name][owner == 0]), name
+    assert any(not torch.equal(before[name], after[name]) for name in before)
 
 
 def test_regularize_critic_packs_the_critics_too() -> None:
@@ -282,15 +283,15 @@ def test_regularize_critic_packs_the_critics_too() -> None:
     after = snapshot(method, agent)
     for name in critic_names:
         frozen = kept[name] == 0
-        assert frozen.any() and th.equal(before[name][frozen], after[name][frozen]), name
-    assert any(not th.equal(before[name], after[name]) for name in critic_names)
+        assert frozen.any() and torch.equal(before[name][frozen], after[name][frozen]), name
+    assert any(not torch.equal(before[name], after[name]) for name in critic_names)
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(envs.ConfigError, match="prune_fraction"):
+    with pytest.raises(crlgym.ConfigError, match="prune_fraction"):
         PackNet(prune_fraction=1.0)
-    with pytest.raises(envs.ConfigError, match="retrain_steps"):
+    with pytest.raises(crlgym.ConfigError, match="retrain_steps"):
         PackNet(retrain_steps=-1)
     agent, _ = make_agent(reset_actor=True)
-    with pytest.raises(envs.ConfigError, match="reset_actor"):
+    with pytest.raises(crlgym.ConfigError, match="reset_actor"):
         agent.on_task_start(0, BUDGET)

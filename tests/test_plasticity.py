@@ -12,10 +12,7 @@ import math
 import pytest
 import torch
 from conftest import checkpoint_round_trip
-from torch import nn
-
-import envs
-from agents.plasticity import (
+from crlgym.agents.plasticity import (
     AdaptiveReplayRatio,
     PlasticityConfig,
     UnitLayer,
@@ -35,8 +32,11 @@ from agents.plasticity import (
     trace_unit_layers,
     weight_norm,
 )
-from agents.sac import ContinualSAC, SACConfig
-from envs.errors import ConfigError
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from torch import nn
+
+from crlgym import envs
+from crlgym.errors import ConfigError
 
 # --- a network whose active and dormant units are known by hand ---------------------------
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch as th
+import torch
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from crlgym.experiments.config import build_config
 
-import envs
-from agents.plasticity import PlasticityConfig
-from agents.sac import ContinualSAC, SACConfig
-from envs.errors import ConfigError
-from experiments.config import build_config
+from crlgym import envs
+from crlgym.errors import ConfigError
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -26,7 +26,7 @@ SMALL = {
 def make_agent(plasticity: PlasticityConfig, **sac: object) -> tuple[ContinualSAC, object]:
     config = SACConfig(**{**SMALL, **sac})
     sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=2,
@@ -46,7 +46,7 @@ def run_task(agent: ContinualSAC, sequence, task: int, steps: int) -> None:
     agent.on_task_end(task)
 
 
-def parameters(module: th.nn.Module) -> list[th.Tensor]:
+def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
@@ -67,10 +67,10 @@ def test_every_reset_keeps_the_replay_buffer_and_changes_the_networks(kind: str)
     assert after_position == position
     np.testing.assert_array_equal(after_observations, observations)
     changed_actor = any(
-        not th.equal(a, b) for a, b in zip(before_actor, parameters(agent.actor), strict=True)
+        not torch.equal(a, b) for a, b in zip(before_actor, parameters(agent.actor), strict=True)
     )
     changed_critic = any(
-        not th.equal(a, b) for a, b in zip(before_critic, parameters(agent.critic), strict=True)
+        not torch.equal(a, b) for a, b in zip(before_critic, parameters(agent.critic), strict=True)
     )
     if kind == "redo":
         # ReDo changes only dormant units; a young network may have none.
@@ -90,13 +90,13 @@ def test_reset_clears_the_buffer_only_when_asked() -> None:
 def test_full_reset_reinitializes_target_and_temperature() -> None:
     agent, sequence = make_agent(PlasticityConfig(reset="full", reset_every=1000))
     run_task(agent, sequence, 0, 300)
-    assert not th.allclose(agent.log_ent_coef, th.zeros(2))
+    assert not torch.allclose(agent.log_ent_coef, torch.zeros(2))
     agent.plasticity.reset(agent.num_timesteps, reason="test")
-    th.testing.assert_close(agent.log_ent_coef.detach(), th.zeros(2))  # log(initial_alpha=1)
+    torch.testing.assert_close(agent.log_ent_coef.detach(), torch.zeros(2))  # log(initial_alpha=1)
     for online, target in zip(
         agent.critic.parameters(), agent.critic_target.parameters(), strict=True
     ):
-        assert th.equal(online, target)
+        assert torch.equal(online, target)
 
 
 def test_periodic_and_task_start_resets_are_logged_when_due() -> None:
@@ -155,7 +155,7 @@ def test_metrics_are_recorded_for_actor_and_critic_without_changing_training() -
         agents.append(agent)
     measured, silent = agents
     for a, b in zip(measured.policy.parameters(), silent.policy.parameters(), strict=True):
-        assert th.equal(a, b)
+        assert torch.equal(a, b)
     records = measured.plasticity.records
     assert sorted({(r["step"], r["net"]) for r in records}) == [
         (step, net) for step in (200, 300, 400) for net in ("actor", "critic")
@@ -173,13 +173,13 @@ def test_plasticity_state_survives_a_checkpoint(tmp_path) -> None:
     agent, sequence = make_agent(config)
     run_task(agent, sequence, 0, 300)
     path = tmp_path / "state.pt"
-    th.save(agent.training_state(), path)
+    torch.save(agent.training_state(), path)
     restored, _ = make_agent(config)
-    restored.load_training_state(th.load(path, weights_only=True))
+    restored.load_training_state(torch.load(path, weights_only=True))
     assert restored.plasticity.summary() == agent.plasticity.summary()
     assert restored.plasticity.state_dict()["rule"] == agent.plasticity.state_dict()["rule"]
     for a, b in zip(restored.plasticity.probe, agent.plasticity.probe, strict=True):
-        assert (a is None and b is None) or th.equal(a, b)
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 def test_config_accepts_flat_and_nested_plasticity_options() -> None:

@@ -10,17 +10,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import check_registered_env
-
-import envs
-from envs.make import default_episode_length
-from envs.padding import RECALL_SLOT
-from envs.recall import (
+from crlgym.envs.make import default_episode_length
+from crlgym.envs.padding import RECALL_SLOT
+from crlgym.envs.recall import (
     RECALL_TASK_NAMES,
     RecallEnv,
     RecallExpert,
     make_recall_env,
     parse_recall_name,
 )
+
+import crlgym
+from crlgym import envs
 
 
 def _episode(
@@ -256,19 +257,19 @@ def test_valid_names(given: str, canonical: str) -> None:
     ],
 )
 def test_bad_names_raise_one_line_unknown_task_errors(name: str, problem: str) -> None:
-    with pytest.raises(envs.UnknownTaskError) as caught:
+    with pytest.raises(crlgym.UnknownTaskError) as caught:
         envs.make_env(name)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"unknown task '{name}'")
     assert problem in message and "recall-d<delay>" in message
     assert "crl list tasks" in message
-    with pytest.raises(envs.UnknownSequenceError, match="recall-d<delay>"):
+    with pytest.raises(crlgym.UnknownSequenceError, match="recall-d<delay>"):
         envs.load_sequence(name)
 
 
 def test_episode_length_config() -> None:
-    with pytest.raises(envs.ConfigError, match=r"lasts 56 steps .* at least 56"):
+    with pytest.raises(crlgym.ConfigError, match=r"lasts 56 steps .* at least 56"):
         envs.make_env("recall-d50", envs.EnvConfig(episode_length=55))
     env = envs.make_env("recall-d50", envs.EnvConfig(episode_length=500))
     assert len(_episode(env, lambda _o: np.zeros(4), seed=0)[1]) == 56
@@ -339,7 +340,7 @@ def test_yaml_sequence_of_recall_tasks(tmp_path: Path) -> None:
     assert [t.steps for t in sequence.tasks] == [None, 500]
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks:\n  - recall-d50\n  - recall-dx\n")
-    with pytest.raises(envs.SequenceFileError, match=r":3: unknown task 'recall-dx'"):
+    with pytest.raises(crlgym.SequenceFileError, match=r":3: unknown task 'recall-dx'"):
         envs.load_sequence(str(bad))
 
 
@@ -363,5 +364,5 @@ def test_different_cue_counts_share_a_padded_space() -> None:
     action[[3, 7]] = [0.5, 1.0]
     *_, info = env.step(action)
     assert info["is_success"] == 1.0
-    with pytest.raises(envs.SpaceMismatchError, match="recall-d5-c8: observation"):
+    with pytest.raises(crlgym.SpaceMismatchError, match="recall-d5-c8: observation"):
         envs.load_sequence("recall-d5,recall-d5-c8", envs.EnvConfig(padding="never"))

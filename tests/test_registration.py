@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+from crlgym import envs
 
 
 def test_every_task_is_registered() -> None:

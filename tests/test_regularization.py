@@ -5,13 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch as th
+import torch
 from conftest import checkpoint_round_trip
+from crlgym.agents.methods.regularization import EWC, L2, MAS, ParameterRegularizer
+from crlgym.agents.sac import ContinualSAC, SACConfig, select_head, split_task_id
 from torch import nn
 
-import envs
-from agents.methods.regularization import EWC, L2, MAS, ParameterRegularizer
-from agents.sac import ContinualSAC, SACConfig, select_head, split_task_id
+from crlgym import envs
 
 IN_DIM, ACTION_DIM, STATES = 3, 2, 12
 
@@ -27,10 +27,10 @@ class TinyActor(nn.Module):
         self.num_heads, self.task_id_dims = num_heads, num_heads if num_heads > 1 else 0
         self.mu = nn.Linear(IN_DIM, ACTION_DIM * num_heads)
         self.log_std = nn.Linear(IN_DIM, ACTION_DIM * num_heads)
-        with th.no_grad():
+        with torch.no_grad():
             self.log_std.weight.mul_(0.2)  # keeps log std away from the clamp
 
-    def get_action_dist_params(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, dict]:
+    def get_action_dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         inputs, task = split_task_id(obs, self.task_id_dims)
         mean = select_head(self.mu(inputs), task, self.num_heads)
         log_std = select_head(self.log_std(inputs), task, self.num_heads)
@@ -49,9 +49,9 @@ class TinyCritic(nn.Module):
             self.add_module(f"qf{index}", q_net)
             self.q_networks.append(q_net)
 
-    def forward(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs, task = split_task_id(obs, self.task_id_dims)
-        q_input = th.cat([inputs, actions], dim=1)
+        q_input = torch.cat([inputs, actions], dim=1)
         return tuple(select_head(q(q_input), task, self.num_heads) for q in self.q_networks)
 
 
@@ -59,7 +59,7 @@ class FixedBuffer:
     """Replay-buffer-like: every sample is the same fixed set of transitions, so averages
     over sampled batches are exact averages over these states."""
 
-    def __init__(self, observations: th.Tensor, actions: th.Tensor) -> None:
+    def __init__(self, observations: torch.Tensor, actions: torch.Tensor) -> None:
         self.observations, self.actions = observations, actions
         self.pos, self.full = observations.shape[0], False
 
@@ -67,23 +67,23 @@ class FixedBuffer:
         return SimpleNamespace(observations=self.observations, actions=self.actions)
 
 
-def tiny_agent(num_heads: int = 2, task: int = 0, inputs: th.Tensor | None = None):
-    th.manual_seed(0)
-    x = th.randn(STATES, IN_DIM) if inputs is None else inputs
-    one_hot = th.eye(num_heads)[[task] * x.shape[0]] if num_heads > 1 else x[:, :0]
-    buffer = FixedBuffer(th.cat([x, one_hot], dim=1), th.rand(x.shape[0], ACTION_DIM) * 2 - 1)
+def tiny_agent(num_heads: int = 2, task: int = 0, inputs: torch.Tensor | None = None):
+    torch.manual_seed(0)
+    x = torch.randn(STATES, IN_DIM) if inputs is None else inputs
+    one_hot = torch.eye(num_heads)[[task] * x.shape[0]] if num_heads > 1 else x[:, :0]
+    buffer = FixedBuffer(torch.cat([x, one_hot], dim=1), torch.rand(x.shape[0], ACTION_DIM) * 2 - 1)
     return SimpleNamespace(
         actor=TinyActor(num_heads), critic=TinyCritic(num_heads), replay_buffer=buffer
     )
 
 
 def perturb(module: nn.Module, scale: float = 0.1) -> None:
-    with th.no_grad():
+    with torch.no_grad():
         for param in module.parameters():
-            param.add_(scale * th.randn_like(param))
+            param.add_(scale * torch.randn_like(param))
 
 
-def distance(module: nn.Module, old: dict[str, th.Tensor]) -> float:
+def distance(module: nn.Module, old: dict[str, torch.Tensor]) -> float:
     return sum(float((p.detach() - old[n]).square().sum()) for n, p in module.named_parameters())
 
 
@@ -115,7 +115,7 @@ def test_l2_penalty_is_coef_times_squared_distance() -> None:
     perturb(agent.actor)
     penalty = method.actor_aux_loss(agent, None)
     assert penalty is not None and penalty.item() > 0
-    th.testing.assert_close(penalty, th.tensor(3.0 * distance(agent.actor, old)))
+    torch.testing.assert_close(penalty, torch.tensor(3.0 * distance(agent.actor, old)))
 
 
 @pytest.mark.parametrize("cls", METHODS)
@@ -128,7 +128,7 @@ def test_one_sgd_step_on_the_penalty_pulls_parameters_back(
     perturb(agent.actor)
     before = distance(agent.actor, old)
     largest = max(float(w.max()) for w in method.importance["actor"].values())
-    optimizer = th.optim.SGD(agent.actor.parameters(), lr=0.5 / (2.0 * 2.0 * largest))
+    optimizer = torch.optim.SGD(agent.actor.parameters(), lr=0.5 / (2.0 * 2.0 * largest))
     method.actor_aux_loss(agent, None).backward()
     optimizer.step()
     assert distance(agent.actor, old) < before
@@ -143,7 +143,7 @@ def test_a_new_tasks_head_is_free_and_the_finished_one_keeps_its_importance(
     for name in ("mu.weight", "mu.bias", "log_std.weight", "log_std.bias"):
         per_head = method.importance["actor"][name].view(2, ACTION_DIM, -1)
         assert (per_head[0] > 0).all() and (per_head[1] == 0).all()
-    with th.no_grad():  # training task 1 moves only its head: no penalty
+    with torch.no_grad():  # training task 1 moves only its head: no penalty
         agent.actor.mu.weight[ACTION_DIM:] += 1.0
     assert method.actor_aux_loss(agent, None).item() == 0.0
 
@@ -156,7 +156,7 @@ def test_importance_accumulates_over_tasks(cls: type[ParameterRegularizer]) -> N
     method.on_task_end(agent, 0)  # the same task again: nothing changes
     method.on_task_end(agent, 1)  # same parameters and data: twice the importance
     for name, weight in method.importance["actor"].items():
-        th.testing.assert_close(weight, 2 * first[name])
+        torch.testing.assert_close(weight, 2 * first[name])
     assert method.finished_tasks == [0, 1]
 
 
@@ -169,8 +169,8 @@ def test_only_the_actor_is_regularized_by_default() -> None:
     perturb(agent.critic)
     assert "critic" not in default.importance
     assert default.critic_aux_loss(agent, None) is None
-    th.testing.assert_close(
-        with_critic.critic_aux_loss(agent, None), th.tensor(5.0 * distance(agent.critic, old))
+    torch.testing.assert_close(
+        with_critic.critic_aux_loss(agent, None), torch.tensor(5.0 * distance(agent.critic, old))
     )
 
 
@@ -182,7 +182,7 @@ def linear_policy(agent: SimpleNamespace, task: int = 0):
     x = agent.replay_buffer.observations[:, :IN_DIM]
     rows = slice(task * ACTION_DIM, (task + 1) * ACTION_DIM)
     actor = agent.actor
-    with th.no_grad():
+    with torch.no_grad():
         m = x @ actor.mu.weight[rows].T + actor.mu.bias[rows]
         s = x @ actor.log_std.weight[rows].T + actor.log_std.bias[rows]
     assert s.abs().max() < 2.0  # the clamp is inactive
@@ -192,16 +192,16 @@ def linear_policy(agent: SimpleNamespace, task: int = 0):
 @pytest.mark.parametrize("squash_mean", [True, False])
 def test_ewc_fisher_is_the_closed_form_gaussian_fisher(squash_mean: bool) -> None:
     method = EWC(num_batches=2, squash_mean=squash_mean, regularize_critic=True)
-    th.manual_seed(0)
-    inputs = th.randn(STATES, IN_DIM) * th.tensor([0.0, 1.0, 1.0])  # input 0: always 0
+    torch.manual_seed(0)
+    inputs = torch.randn(STATES, IN_DIM) * torch.tensor([0.0, 1.0, 1.0])  # input 0: always 0
     agent = tiny_agent(num_heads=2, inputs=inputs)
     method.on_task_end(agent, 0)
     x, m, s = linear_policy(agent)
     # d mu/d theta: x for the weights, 1 for the bias (times 1 - tanh^2 after tanh).
-    dmu = 1 - th.tanh(m) ** 2 if squash_mean else th.ones_like(m)
-    variance = th.exp(2 * s) + 1e-6
+    dmu = 1 - torch.tanh(m) ** 2 if squash_mean else torch.ones_like(m)
+    variance = torch.exp(2 * s) + 1e-6
     mu_term = dmu**2 / variance  # (state, action)
-    std_term = 2 * th.exp(2 * s) / variance  # (d sigma/d theta)^2 = sigma^2 (d log sigma)^2
+    std_term = 2 * torch.exp(2 * s) / variance  # (d sigma/d theta)^2 = sigma^2 (d log sigma)^2
     expected = {
         "mu.weight": (mu_term[:, :, None] * x[:, None, :] ** 2).clamp_min(1e-5).mean(0),
         "mu.bias": mu_term.clamp_min(1e-5).mean(0),
@@ -210,16 +210,16 @@ def test_ewc_fisher_is_the_closed_form_gaussian_fisher(squash_mean: bool) -> Non
     }
     importance = method.importance["actor"]
     for name, value in expected.items():
-        th.testing.assert_close(importance[name][:ACTION_DIM], value, rtol=1e-5, atol=1e-10)
+        torch.testing.assert_close(importance[name][:ACTION_DIM], value, rtol=1e-5, atol=1e-10)
         assert (importance[name][ACTION_DIM:] == 0).all()  # task 1's head
     # Weights reading the always-0 input have no Fisher: clipped from below, as in CW.
-    th.testing.assert_close(importance["mu.weight"][:ACTION_DIM, 0], th.full((2,), 1e-5))
+    torch.testing.assert_close(importance["mu.weight"][:ACTION_DIM, 0], torch.full((2,), 1e-5))
     # The critic's: E[(dQ/d theta)^2] with dQ/dW = (x, action), dQ/db = 1, on task 0's row.
-    z = th.cat([x, agent.replay_buffer.actions], dim=1)
+    z = torch.cat([x, agent.replay_buffer.actions], dim=1)
     critic = method.importance["critic"]
     for index in range(2):
-        th.testing.assert_close(critic[f"qf{index}.1.weight"][0], (z**2).mean(0))
-        th.testing.assert_close(critic[f"qf{index}.1.bias"][0], th.tensor(1.0))
+        torch.testing.assert_close(critic[f"qf{index}.1.weight"][0], (z**2).mean(0))
+        torch.testing.assert_close(critic[f"qf{index}.1.bias"][0], torch.tensor(1.0))
         assert (critic[f"qf{index}.1.weight"][1] == 0).all()
 
 
@@ -231,7 +231,7 @@ def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_norm(
     method.on_task_end(agent, 0)
     x, m, s = linear_policy(agent)
     # ||(mu, s)||^2 with mu = tanh(m) or m: d/dm = 2 mu mu', d/ds = 2 s.
-    mu_grad = 2 * th.tanh(m) * (1 - th.tanh(m) ** 2) if squash_mean else 2 * m
+    mu_grad = 2 * torch.tanh(m) * (1 - torch.tanh(m) ** 2) if squash_mean else 2 * m
     expected = {
         "mu.weight": (mu_grad[:, :, None] * x[:, None, :]).abs().mean(0),
         "mu.bias": mu_grad.abs().mean(0),
@@ -239,7 +239,7 @@ def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_norm(
         "log_std.bias": (2 * s).abs().mean(0),
     }
     for name, value in expected.items():
-        th.testing.assert_close(method.importance["actor"][name][:ACTION_DIM], value)
+        torch.testing.assert_close(method.importance["actor"][name][:ACTION_DIM], value)
         assert (method.importance["actor"][name][ACTION_DIM:] == 0).all()
 
 
@@ -247,14 +247,14 @@ def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_norm(
 def test_unimportant_parameters_are_not_pulled_and_important_ones_harder(
     cls: type[ParameterRegularizer],
 ) -> None:
-    th.manual_seed(1)
+    torch.manual_seed(1)
     # Input 0 is always 0, input 1 small, input 2 large: the weights reading them matter
     # not at all, a little, a lot.
-    inputs = th.randn(STATES, IN_DIM) * th.tensor([0.0, 0.1, 3.0])
+    inputs = torch.randn(STATES, IN_DIM) * torch.tensor([0.0, 0.1, 3.0])
     method = cls(num_batches=1, **({"fisher_clip": 0.0} if cls is EWC else {}))
     agent = tiny_agent(num_heads=1, inputs=inputs)
     method.on_task_end(agent, 0)
-    with th.no_grad():
+    with torch.no_grad():
         agent.actor.mu.weight.add_(0.1)  # the same displacement everywhere
     method.actor_aux_loss(agent, None).backward()
     pull = agent.actor.mu.weight.grad.abs()
@@ -286,7 +286,7 @@ def test_state_dict_round_trips_through_a_weights_only_checkpoint(
     for network in ("actor", "critic"):
         expected, actual = method.penalty(agent, network), restored.penalty(agent, network)
         assert expected is not None and expected.item() > 0
-        assert th.equal(expected, actual)
+        assert torch.equal(expected, actual)
 
 
 # --- on the real agent ----------------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
     )
     sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
     method = cls(coef=1.0) if cls is L2 else cls(coef=1.0, num_batches=2, batch_size=32)
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0), num_tasks=2, config=config, method=method, task_id_dims=2
     )
@@ -314,11 +314,11 @@ def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
     agent.on_task_end(0)
     importance = method.importance["actor"]
     assert set(importance) == {name for name, _ in agent.actor.named_parameters()}
-    assert all(th.isfinite(w).all() for w in importance.values())
+    assert all(torch.isfinite(w).all() for w in importance.values())
     assert importance["latent_pi.0.weight"].sum() > 0
     assert (importance["mu.weight"].view(2, -1)[1] == 0).all()  # task 1's head is free
     agent.set_env(sequence.make_env(1, seed=1))
     agent.on_task_start(1)
     agent.learn(120, reset_num_timesteps=False)
     penalty = method.actor_aux_loss(agent, None)
-    assert penalty is not None and th.isfinite(penalty) and penalty.item() > 0
+    assert penalty is not None and torch.isfinite(penalty) and penalty.item() > 0

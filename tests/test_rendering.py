@@ -9,13 +9,13 @@ import sys
 import mujoco
 import numpy as np
 import pytest
+from crlgym.envs.metaworld_env import CAMERAS, ROLLED_CAMERAS
 
-import envs
-from envs.metaworld_env import CAMERAS, ROLLED_CAMERAS
+from crlgym import envs
 
 
 def _gl_backend_in_fresh_process(environment: dict[str, str]) -> str:
-    code = "import envs, os; print(os.environ['MUJOCO_GL'])"
+    code = "import crlgym.envs, os; print(os.environ['MUJOCO_GL'])"
     result = subprocess.run(
         [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
     )

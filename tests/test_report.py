@@ -9,12 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rich.console import Console
-
-from envs.errors import CrlgymError
-from experiments import report
-from experiments.metrics import EvalMatrix, bootstrap_ci, summarize
-from experiments.report import (
+from crlgym.experiments import report
+from crlgym.experiments.metrics import EvalMatrix, bootstrap_ci, summarize
+from crlgym.experiments.report import (
     ReportError,
     add_report_parser,
     load_run,
@@ -25,6 +22,9 @@ from experiments.report import (
     summarize_runs,
     write_report,
 )
+from rich.console import Console
+
+from crlgym.errors import CrlgymError
 
 TASKS = ["hammer-v3", "push-wall-v3", "faucet-close-v3"]
 TASK_ENDS = [1000, 2000, 3000]

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch as th
-
-from experiments.config import build_config
-from experiments.runner import Runner, prepare_run_dir, run_training
+import torch
+from crlgym.experiments.config import build_config
+from crlgym.experiments.runner import Runner, prepare_run_dir, run_training
 
 TOY = "toy-reach-0,toy-reach-4"
 
@@ -96,7 +95,7 @@ def test_evaluation_does_not_disturb_training(tmp_path: Path) -> None:
     for mine, theirs in zip(
         often.agent.policy.parameters(), rarely.agent.policy.parameters(), strict=True
     ):
-        assert th.equal(mine, theirs)
+        assert torch.equal(mine, theirs)
     assert often.agent.replay_buffer.pos == rarely.agent.replay_buffer.pos
 
 
@@ -121,12 +120,12 @@ def test_videos_of_seen_tasks_at_task_ends(tmp_path: Path) -> None:
 
 
 def test_no_rendering_when_videos_are_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import envs.sequences
+    import crlgym.envs.sequences
 
-    original = envs.sequences.TaskSequence.make_env
+    original = crlgym.envs.sequences.TaskSequence.make_env
 
     def no_render(
-        self: envs.sequences.TaskSequence,
+        self: crlgym.envs.sequences.TaskSequence,
         index: int,
         *,
         seed: int | None = None,
@@ -135,7 +134,7 @@ def test_no_rendering_when_videos_are_off(tmp_path: Path, monkeypatch: pytest.Mo
         assert render_mode is None and self.config.render_mode is None
         return original(self, index, seed=seed, render_mode=render_mode)
 
-    monkeypatch.setattr(envs.sequences.TaskSequence, "make_env", no_render)
+    monkeypatch.setattr(crlgym.envs.sequences.TaskSequence, "make_env", no_render)
     train(tmp_path, videos=False)
 
 
@@ -148,7 +147,7 @@ def test_single_task_runs_serve_as_forward_transfer_references(tmp_path: Path) -
     assert results["metrics"]["forward_transfer"] is not None
 
 
-CLI = [sys.executable, "-m", "experiments.cli"]
+CLI = [sys.executable, "-m", "crlgym.experiments.cli"]
 
 
 def cli_args(tmp_path: Path, **overrides) -> list[str]:

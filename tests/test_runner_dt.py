@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crlgym.experiments.collect import collect
+from crlgym.experiments.config import build_config
+from crlgym.experiments.learners import sequence_episodes
 
-import envs
-from experiments.collect import collect
-from experiments.config import build_config
-from experiments.learners import sequence_episodes
+from crlgym import envs
 
 TASKS = "recall-d3,recall-d6"
 
@@ -36,7 +36,7 @@ def crl_train(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.Complet
         "--runs-dir", str(tmp_path / "runs"), *extra,
     ]  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "crlgym.experiments.cli", *args], capture_output=True, text=True
     )
 
 

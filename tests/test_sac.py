@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch as th
+import torch
+from crlgym.agents.methods import ContinualMethod
+from crlgym.agents.sac import ContinualSAC, SACConfig
 
-import envs
-from agents.methods import ContinualMethod
-from agents.sac import ContinualSAC, SACConfig
+import crlgym
+from crlgym import envs
 
 SMALL = {
     "hidden_sizes": (64, 64),
@@ -27,7 +28,7 @@ def make_agent(
 ) -> tuple[ContinualSAC, envs.TaskSequence]:
     config = SACConfig(**{**SMALL, **overrides})
     sequence = envs.load_sequence(tasks, envs.EnvConfig(one_hot_task_id=config.multi_head))
-    th.manual_seed(0)
+    torch.manual_seed(0)
     agent = ContinualSAC(
         sequence.make_env(0, seed=0),
         num_tasks=sequence.num_tasks,
@@ -72,13 +73,13 @@ def test_task_id_picks_the_head_and_is_not_a_network_input() -> None:
     observation_dim = sequence.observation_space.shape[0]
     assert agent.actor.latent_pi[0].in_features == observation_dim - 2
     assert agent.critic.qf0[0][0].in_features == observation_dim - 2 + 2
-    position = th.tensor([[0.3, -0.2]])
-    as_task = {t: th.cat([position, th.eye(2)[t : t + 1]], dim=1) for t in (0, 1)}
+    position = torch.tensor([[0.3, -0.2]])
+    as_task = {t: torch.cat([position, torch.eye(2)[t : t + 1]], dim=1) for t in (0, 1)}
     latent = agent.actor.latent_pi(position)
     for task, observation in as_task.items():
         mean, _, _ = agent.actor.get_action_dist_params(observation)
         expected = agent.actor.mu(latent).view(1, 2, 2)[0, task]
-        th.testing.assert_close(mean[0], expected)
+        torch.testing.assert_close(mean[0], expected)
 
 
 def test_one_entropy_coefficient_per_task() -> None:
@@ -116,14 +117,14 @@ def test_task_change_resets_follow_the_options() -> None:
     assert agent.replay_buffer.pos == 0 and not agent.replay_buffer.full
     assert not agent.actor.optimizer.state and not agent.critic.optimizer.state
     for before, after in zip(actor_before, agent.actor.parameters(), strict=True):
-        assert th.equal(before, after)  # reset_actor is off
+        assert torch.equal(before, after)  # reset_actor is off
     assert any(
-        not th.equal(b, a) for b, a in zip(critic_before, agent.critic.parameters(), strict=True)
+        not torch.equal(b, a) for b, a in zip(critic_before, agent.critic.parameters(), strict=True)
     )
     for critic, target in zip(
         agent.critic.parameters(), agent.critic_target.parameters(), strict=True
     ):
-        assert th.equal(critic, target)
+        assert torch.equal(critic, target)
 
 
 def test_nothing_is_reset_when_the_options_are_off() -> None:
@@ -148,7 +149,7 @@ class RecordingMethod(ContinualMethod):
     def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         self.events.append(f"end {task_index}")
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: object) -> th.Tensor:
+    def actor_aux_loss(self, agent: ContinualSAC, batch: object) -> torch.Tensor:
         return 1e3 * sum((p**2).sum() for p in agent.actor.latent_pi.parameters())
 
     def adjust_gradients(self, agent: ContinualSAC, network: str) -> None:
@@ -179,8 +180,8 @@ def test_training_state_round_trip() -> None:
     state = agent.training_state()
     clone, _ = make_agent(method=RecordingMethod())
     clone.load_training_state(state)
-    observation = th.as_tensor(sequence.make_env(0).reset(seed=3)[0])[None]
-    th.testing.assert_close(
+    observation = torch.as_tensor(sequence.make_env(0).reset(seed=3)[0])[None]
+    torch.testing.assert_close(
         clone.policy._predict(observation, deterministic=True),
         agent.policy._predict(observation, deterministic=True),
     )
@@ -195,7 +196,7 @@ def test_training_state_round_trip() -> None:
 
 def test_multi_head_without_task_id_is_refused() -> None:
     sequence = envs.load_sequence("toy-reach-0,toy-reach-4")
-    with pytest.raises(envs.ConfigError, match="one_hot_task_id"):
+    with pytest.raises(crlgym.ConfigError, match="one_hot_task_id"):
         ContinualSAC(sequence.make_env(0), num_tasks=2, config=SACConfig(**SMALL))
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crlgym.envs.padding import METAWORLD_SLOT
+from crlgym.envs.sequences import CW10, DMC6, DMC10, SEQUENCES
 
-import envs
-from envs.padding import METAWORLD_SLOT
-from envs.sequences import CW10, DMC6, DMC10, SEQUENCES
+import crlgym
+from crlgym import envs
 
 CW10_BRIEF = [
     "hammer",
@@ -106,21 +107,21 @@ def test_yaml_budgets_and_repeats(tmp_path: Path) -> None:
 def test_bad_yaml_names_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(envs.SequenceFileError, match=expected):
+    with pytest.raises(crlgym.SequenceFileError, match=expected):
         envs.load_sequence(str(path))
 
 
 def test_missing_yaml_file() -> None:
-    with pytest.raises(envs.SequenceFileError, match="does not exist"):
+    with pytest.raises(crlgym.SequenceFileError, match="does not exist"):
         envs.load_sequence("no/such/file.yaml")
 
 
 def test_unknown_names_list_the_closest() -> None:
-    with pytest.raises(envs.UnknownSequenceError, match="CW10, CW20"):
+    with pytest.raises(crlgym.UnknownSequenceError, match="CW10, CW20"):
         envs.load_sequence("CW11")
-    with pytest.raises(envs.UnknownTaskError, match="push-wall-v3"):
+    with pytest.raises(crlgym.UnknownTaskError, match="push-wall-v3"):
         envs.load_sequence("hammer,push-wal")
-    with pytest.raises(envs.UnknownTaskError, match="cheetah-run"):
+    with pytest.raises(crlgym.UnknownTaskError, match="cheetah-run"):
         envs.make_env("cheeta-run")
 
 
@@ -176,7 +177,7 @@ def test_l2m_pretraining_and_finetuning_sets_share_one_layout() -> None:
 
 
 def test_padding_never_refuses_mismatched_spaces() -> None:
-    with pytest.raises(envs.SpaceMismatchError, match=r"cheetah-run: observation \(17,\)"):
+    with pytest.raises(crlgym.SpaceMismatchError, match=r"cheetah-run: observation \(17,\)"):
         envs.load_sequence("cheetah-run,walker-walk", envs.EnvConfig(padding="never"))
 
 

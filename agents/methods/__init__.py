@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from agents.methods.agem import AGEM
-from agents.methods.base import ContinualMethod, FineTuning
-from agents.methods.packnet import PackNet
-from agents.methods.regularization import EWC, L2, MAS
-from agents.methods.replay import ClonEx, Replay
-from envs.errors import ConfigError
-from envs.tasks import unknown_name_message
+from crlgym.agents.methods.agem import AGEM
+from crlgym.agents.methods.base import ContinualMethod, FineTuning
+from crlgym.agents.methods.packnet import PackNet
+from crlgym.agents.methods.regularization import EWC, L2, MAS
+from crlgym.agents.methods.replay import ClonEx, Replay
+from crlgym.envs.tasks import unknown_name_message
+
+from crlgym.errors import ConfigError
 
 METHODS: dict[str, type[ContinualMethod]] = {
     method.name: method for method in (FineTuning, L2, EWC, MAS, PackNet, AGEM, Replay, ClonEx)

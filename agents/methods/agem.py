@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch as th
-
-from agents.methods.base import ContinualMethod, Network
-from agents.methods.replay import (
+import torch
+from crlgym.agents.methods.base import ContinualMethod, Network
+from crlgym.agents.methods.replay import (
     EpisodicMemory,
     as_transitions,
     check_positive,
@@ -22,20 +21,20 @@ from agents.methods.replay import (
 )
 
 if TYPE_CHECKING:
-    from agents.sac import ContinualSAC
+    from crlgym.agents.sac import ContinualSAC
 
 
-def agem_project(gradient: th.Tensor, reference: th.Tensor) -> th.Tensor:
+def agem_project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """A-GEM's projection of the flat ``gradient`` given the flat ``reference`` gradient.
 
     When they conflict (``g . g_ref < 0``) the result is
     ``g - (g . g_ref / g_ref . g_ref) g_ref``, orthogonal to ``g_ref``; otherwise ``g``
     itself (the same tensor) is returned.
     """
-    dot = th.dot(gradient, reference)
+    dot = torch.dot(gradient, reference)
     if dot >= 0:
         return gradient
-    return gradient - (dot / th.dot(reference, reference)) * reference
+    return gradient - (dot / torch.dot(reference, reference)) * reference
 
 
 class AGEM(ContinualMethod):
@@ -78,7 +77,7 @@ class AGEM(ContinualMethod):
         self.episodic_batch_size = episodic_batch_size
         self.regularize_critic = regularize_critic
         self.memory = EpisodicMemory()
-        self.generator: th.Generator | None = None
+        self.generator: torch.Generator | None = None
         self.projections = {"actor": 0, "critic": 0}
         """How many gradients were projected (conflicted with the memory), per network."""
         self.adjustments = {"actor": 0, "critic": 0}
@@ -89,11 +88,11 @@ class AGEM(ContinualMethod):
         data = task_transitions(agent, self.samples_per_task, self.generator)
         self.memory.append(task_index, data)
 
-    def _parameters(self, agent: ContinualSAC, network: Network) -> list[th.nn.Parameter]:
+    def _parameters(self, agent: ContinualSAC, network: Network) -> list[torch.nn.Parameter]:
         module = agent.actor if network == "actor" else agent.critic
         return [p for p in module.parameters() if p.requires_grad]
 
-    def reference_gradient(self, agent: ContinualSAC, network: Network) -> th.Tensor:
+    def reference_gradient(self, agent: ContinualSAC, network: Network) -> torch.Tensor:
         """Flat gradient of ``network``'s SAC loss on a fresh batch of the memory (leaves
         every parameter's ``.grad`` as it is)."""
         batch = as_transitions(self.memory.sample(self.episodic_batch_size), agent.device)
@@ -102,10 +101,10 @@ class AGEM(ContinualMethod):
         else:
             loss = sac_critic_loss(agent, batch)
         parameters = self._parameters(agent, network)
-        gradients = th.autograd.grad(loss, parameters, allow_unused=True)
-        return th.cat(
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        return torch.cat(
             [
-                (th.zeros_like(p) if g is None else g).reshape(-1)
+                (torch.zeros_like(p) if g is None else g).reshape(-1)
                 for p, g in zip(parameters, gradients, strict=True)
             ]
         )
@@ -115,8 +114,8 @@ class AGEM(ContinualMethod):
             return
         reference = self.reference_gradient(agent, network)
         parameters = self._parameters(agent, network)
-        gradient = th.cat(
-            [(th.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in parameters]
+        gradient = torch.cat(
+            [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in parameters]
         )
         self.adjustments[network] += 1
         projected = agem_project(gradient, reference)

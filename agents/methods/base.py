@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch as th
+import torch
 
 if TYPE_CHECKING:
+    from crlgym.agents.sac import ContinualSAC
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
-
-    from agents.sac import ContinualSAC
 
 Network = Literal["actor", "critic"]
 
@@ -33,11 +32,15 @@ class ContinualMethod:
     def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         """Called when the task's step budget is spent, before evaluation of the next task."""
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: ReplayBufferSamples) -> th.Tensor | None:
+    def actor_aux_loss(
+        self, agent: ContinualSAC, batch: ReplayBufferSamples
+    ) -> torch.Tensor | None:
         """A term added to the actor loss (e.g. a regularizer); None for nothing."""
         return None
 
-    def critic_aux_loss(self, agent: ContinualSAC, batch: ReplayBufferSamples) -> th.Tensor | None:
+    def critic_aux_loss(
+        self, agent: ContinualSAC, batch: ReplayBufferSamples
+    ) -> torch.Tensor | None:
         """A term added to the critic loss; None for nothing."""
         return None
 

@@ -59,14 +59,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch as th
+import torch
+from crlgym.agents.methods.base import ContinualMethod, Network
 from torch import nn
 
-from agents.methods.base import ContinualMethod, Network
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agents.sac import ContinualSAC
+    from crlgym.agents.sac import ContinualSAC
 
 FREE = -1
 """Owner of a weight no task keeps yet."""
@@ -92,9 +92,9 @@ class Frozen:
     faster than boolean indexing or ``where``, and exact with 0/1 factors)."""
 
     slot: Slot
-    trainable: th.Tensor | None
+    trainable: torch.Tensor | None
     """1.0 where the entry may learn, 0.0 where frozen; None: the whole tensor is frozen."""
-    values: th.Tensor
+    values: torch.Tensor
     """The frozen entries' values, 0.0 elsewhere (the whole tensor when all frozen)."""
 
 
@@ -131,7 +131,7 @@ class PackNet(ContinualMethod):
         self.prune_fraction = prune_fraction
         self.regularize_critic = regularize_critic
         self.clipnorm = clipnorm
-        self.owners: dict[str, th.Tensor] = {}
+        self.owners: dict[str, torch.Tensor] = {}
         """Owner task of every entry of every managed parameter (int16, -1: free)."""
         self.packed_task = FREE
         """The last task whose weights were claimed (pruned)."""
@@ -139,7 +139,7 @@ class PackNet(ContinualMethod):
         self._slots_of: nn.Module | None = None
         self._frozen: dict[str, list[Frozen]] | None = None
         self._frozen_phase: tuple[int, bool] | None = None
-        self._hooks: dict[str, tuple[th.optim.Optimizer, Any]] = {}
+        self._hooks: dict[str, tuple[torch.optim.Optimizer, Any]] = {}
 
     # -- which parameters ------------------------------------------------------------------
     def _networks(self) -> tuple[Network, ...]:
@@ -162,7 +162,7 @@ class PackNet(ContinualMethod):
             self._slots, self._slots_of = slots, agent.actor
             for slot in self.all_slots(agent):
                 if slot.name not in self.owners:
-                    self.owners[slot.name] = th.full(slot.param.shape, FREE, dtype=th.int16)
+                    self.owners[slot.name] = torch.full(slot.param.shape, FREE, dtype=torch.int16)
                 self.owners[slot.name] = self.owners[slot.name].to(slot.param.device)
         return self._slots
 
@@ -233,8 +233,8 @@ class PackNet(ContinualMethod):
     def evaluating(self, agent: ContinualSAC, task_index: int) -> Iterator[None]:
         """Only the weights task ``task_index`` was trained with (free ones count as the
         current task's); the exact values are back on exit."""
-        saved: list[tuple[nn.Parameter, th.Tensor]] = []
-        with th.no_grad():
+        saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+        with torch.no_grad():
             for slot in self.all_slots(agent):
                 owner = self.owners[slot.name]
                 visible = (owner >= 0) & (owner <= task_index)
@@ -247,7 +247,7 @@ class PackNet(ContinualMethod):
         try:
             yield
         finally:
-            with th.no_grad():
+            with torch.no_grad():
                 for param, value in saved:
                     param.copy_(value)
 
@@ -264,7 +264,7 @@ class PackNet(ContinualMethod):
         self._frozen = None
 
     # -- pruning ---------------------------------------------------------------------------
-    @th.no_grad()
+    @torch.no_grad()
     def prune(self, agent: ContinualSAC, task_index: int) -> None:
         """Give task ``task_index`` its weights: the largest free ones of each matrix,
         its head's rows, and (first task) the biases and LayerNorm; zero the rest."""
@@ -281,7 +281,7 @@ class PackNet(ContinualMethod):
                 free_index = free.flatten().nonzero().squeeze(1)
                 keep = len(free_index) - int(len(free_index) * fraction)
                 magnitude = param.detach().flatten()[free_index].abs()
-                kept = free_index[th.topk(magnitude, keep, sorted=False).indices]
+                kept = free_index[torch.topk(magnitude, keep, sorted=False).indices]
                 owner.view(-1)[kept] = task_index
                 param.masked_fill_(owner == FREE, 0.0)
         self.packed_task = task_index
@@ -327,7 +327,7 @@ class PackNet(ContinualMethod):
         restore = functools.partial(self._restore_frozen, network)
         self._hooks[network] = (optimizer, optimizer.register_step_post_hook(restore))
 
-    @th.no_grad()
+    @torch.no_grad()
     def _restore_frozen(self, network: str, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._frozen is None:
             return

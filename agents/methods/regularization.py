@@ -37,21 +37,19 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch as th
+import torch
+from crlgym.agents.methods.base import ContinualMethod, Network
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from agents.methods.base import ContinualMethod, Network
-
 if TYPE_CHECKING:
+    from crlgym.agents.sac import ContinualSAC
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
-    from agents.sac import ContinualSAC
-
-ParameterTensors = dict[str, th.Tensor]
+ParameterTensors = dict[str, torch.Tensor]
 """One tensor per parameter, keyed by its ``named_parameters()`` name."""
 
-Outputs = Callable[..., th.Tensor]
+Outputs = Callable[..., torch.Tensor]
 """``outputs(network, *inputs) -> (batch, k)``: the per-sample quantities whose gradients
 define an importance (inputs: ``(observations,)`` for the actor, ``(observations, actions)``
 for the critic)."""
@@ -74,10 +72,10 @@ def task_masks(network: nn.Module, task_index: int) -> ParameterTensors:
     """1 on the parameters that compute task ``task_index``'s output, 0 elsewhere.
 
     That is every shared parameter and the task's own rows of the multi-head output layers
-    (heads are laid out as consecutive blocks of rows, as in `agents.sac.select_head`).
+    (heads are laid out as consecutive blocks of rows, as in `crlgym.agents.sac.select_head`).
     Single-head networks (``num_heads == 1``) are all ones.
     """
-    masks = {name: th.ones_like(param) for name, param in network.named_parameters()}
+    masks = {name: torch.ones_like(param) for name, param in network.named_parameters()}
     num_heads = int(getattr(network, "num_heads", 1))
     if num_heads == 1:
         return masks
@@ -155,22 +153,28 @@ class ParameterRegularizer(ContinualMethod):
             }
         self.finished_tasks.append(task_index)
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: ReplayBufferSamples) -> th.Tensor | None:
+    def actor_aux_loss(
+        self, agent: ContinualSAC, batch: ReplayBufferSamples
+    ) -> torch.Tensor | None:
         return self.penalty(agent, "actor")
 
-    def critic_aux_loss(self, agent: ContinualSAC, batch: ReplayBufferSamples) -> th.Tensor | None:
+    def critic_aux_loss(
+        self, agent: ContinualSAC, batch: ReplayBufferSamples
+    ) -> torch.Tensor | None:
         return self.penalty(agent, "critic") if self.regularize_critic else None
 
-    def penalty(self, agent: ContinualSAC, network: Network) -> th.Tensor | None:
+    def penalty(self, agent: ContinualSAC, network: Network) -> torch.Tensor | None:
         """``coef * sum_p sum(importance_p * (p - p_old)^2)``; None before any task ended."""
         if network not in self.old_params:
             return None
         params = dict(getattr(agent, network).named_parameters())
         old, importance = self._placed(network, next(iter(params.values())).device)
         terms = [(importance[name] * (params[name] - old[name]).square()).sum() for name in old]
-        return self.coef * th.stack(terms).sum()
+        return self.coef * torch.stack(terms).sum()
 
-    def _placed(self, network: str, device: th.device) -> tuple[ParameterTensors, ParameterTensors]:
+    def _placed(
+        self, network: str, device: torch.device
+    ) -> tuple[ParameterTensors, ParameterTensors]:
         """The stored tensors of ``network``, moved once to ``device`` (after a CPU load)."""
         for store in (self.old_params, self.importance):
             if any(t.device != device for t in store[network].values()):
@@ -220,7 +224,7 @@ class L2(ParameterRegularizer):
         data: Sequence[ReplayBufferSamples],
     ) -> ParameterTensors:
         module: nn.Module = getattr(agent, network)
-        return {name: th.ones_like(param) for name, param in module.named_parameters()}
+        return {name: torch.ones_like(param) for name, param in module.named_parameters()}
 
 
 # --- per-sample gradients ---------------------------------------------------------------
@@ -234,19 +238,19 @@ class _BoundOutputs(nn.Module):
         self.network = network
         self.outputs = outputs
 
-    def forward(self, *inputs: th.Tensor) -> th.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.outputs(self.network, *inputs)
 
 
 def per_sample_jacobians(
-    network: nn.Module, outputs: Outputs, inputs: Sequence[th.Tensor]
+    network: nn.Module, outputs: Outputs, inputs: Sequence[torch.Tensor]
 ) -> ParameterTensors:
     """Exact per-sample Jacobians: name -> (batch, k, *param.shape), the derivative of
     ``outputs(network, *sample)[j]`` (each sample alone, as a batch of one) for every sample."""
     bound = _BoundOutputs(network, outputs)
     params = {f"network.{name}": p.detach() for name, p in network.named_parameters()}
 
-    def one_sample(params: ParameterTensors, *sample: th.Tensor) -> th.Tensor:
+    def one_sample(params: ParameterTensors, *sample: torch.Tensor) -> torch.Tensor:
         batch = tuple(x.unsqueeze(0) for x in sample)
         return functional_call(bound, params, batch).squeeze(0)
 
@@ -258,13 +262,13 @@ def per_sample_jacobians(
 def mean_per_sample_statistic(
     network: nn.Module,
     outputs: Outputs,
-    batches: Iterable[Sequence[th.Tensor]],
-    statistic: Callable[[th.Tensor], th.Tensor],
+    batches: Iterable[Sequence[torch.Tensor]],
+    statistic: Callable[[torch.Tensor], torch.Tensor],
     floor: float = 0.0,
 ) -> ParameterTensors:
     """``mean_s max(floor, sum_j statistic(d outputs(s)[j] / d theta))`` per parameter element,
     over every sample of ``batches`` (per-sample Jacobians in chunks of `PER_SAMPLE_CHUNK`)."""
-    totals = {name: th.zeros_like(p) for name, p in network.named_parameters()}
+    totals = {name: torch.zeros_like(p) for name, p in network.named_parameters()}
     count = 0
     for inputs in batches:
         for chunk in zip(*(x.split(PER_SAMPLE_CHUNK) for x in inputs), strict=True):
@@ -292,7 +296,7 @@ class SampledImportanceRegularizer(ParameterRegularizer):
             ``tanh(mu)``; the action scale is 1 on Meta-World); False: the pre-tanh mean.
     """
 
-    statistic: Callable[[th.Tensor], th.Tensor]
+    statistic: Callable[[torch.Tensor], torch.Tensor]
     actor_floor: float = 0.0
 
     def __init__(
@@ -310,17 +314,17 @@ class SampledImportanceRegularizer(ParameterRegularizer):
         self.num_batches, self.batch_size = int(num_batches), int(batch_size)
         self.squash_mean = bool(squash_mean)
 
-    def actor_outputs(self, actor: nn.Module, observations: th.Tensor) -> th.Tensor:
+    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def critic_outputs(
-        self, critic: nn.Module, observations: th.Tensor, actions: th.Tensor
-    ) -> th.Tensor:
+        self, critic: nn.Module, observations: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def policy_mean(self, mean: th.Tensor) -> th.Tensor:
+    def policy_mean(self, mean: torch.Tensor) -> torch.Tensor:
         """The action mean the importance is taken of (`squash_mean`)."""
-        return th.tanh(mean) if self.squash_mean else mean
+        return torch.tanh(mean) if self.squash_mean else mean
 
     def importance_data(self, agent: ContinualSAC) -> list[ReplayBufferSamples]:
         buffer = agent.replay_buffer
@@ -397,21 +401,21 @@ class EWC(SampledImportanceRegularizer):
         self.fisher_clip = self.actor_floor = float(fisher_clip)
 
     @staticmethod
-    def statistic(jacobian: th.Tensor) -> th.Tensor:
+    def statistic(jacobian: torch.Tensor) -> torch.Tensor:
         return jacobian.square()
 
-    def actor_outputs(self, actor: nn.Module, observations: th.Tensor) -> th.Tensor:
+    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
         """``[mu, sqrt(2) sigma] / sqrt(sigma^2 + eps)`` with the denominator held constant:
         the sum of the squared gradients of these is the Fisher above."""
         mean, log_std, _ = actor.get_action_dist_params(observations)
         std = log_std.exp()
         scale = (std.detach().square() + FISHER_EPS).rsqrt()
-        return th.cat([self.policy_mean(mean) * scale, math.sqrt(2.0) * std * scale], dim=1)
+        return torch.cat([self.policy_mean(mean) * scale, math.sqrt(2.0) * std * scale], dim=1)
 
     def critic_outputs(
-        self, critic: nn.Module, observations: th.Tensor, actions: th.Tensor
-    ) -> th.Tensor:
-        return th.cat(critic(observations, actions), dim=1)
+        self, critic: nn.Module, observations: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.cat(critic(observations, actions), dim=1)
 
 
 class MAS(SampledImportanceRegularizer):
@@ -450,20 +454,20 @@ class MAS(SampledImportanceRegularizer):
         )
 
     @staticmethod
-    def statistic(jacobian: th.Tensor) -> th.Tensor:
+    def statistic(jacobian: torch.Tensor) -> torch.Tensor:
         return jacobian.abs()
 
-    def actor_outputs(self, actor: nn.Module, observations: th.Tensor) -> th.Tensor:
+    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
         mean, log_std, _ = actor.get_action_dist_params(observations)
         squared_norm = self.policy_mean(mean).square().sum(dim=1) + log_std.square().sum(dim=1)
         return squared_norm.unsqueeze(1)
 
     def critic_outputs(
-        self, critic: nn.Module, observations: th.Tensor, actions: th.Tensor
-    ) -> th.Tensor:
+        self, critic: nn.Module, observations: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
         # Each Q-network's parameters reach only its own output, so summing |gradient| over
         # the outputs is |d Q_i^2 / d theta| per network.
-        return th.cat(critic(observations, actions), dim=1).square()
+        return torch.cat(critic(observations, actions), dim=1).square()
 
 
 __all__ = [

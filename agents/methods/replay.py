@@ -1,6 +1,6 @@
 """Rehearsal methods: perfect-memory replay (`Replay`) and behaviour-cloning replay (`ClonEx`).
 
-Also the memory pieces the rehearsal methods share (A-GEM in `agents.methods.agem` uses them
+Also the memory pieces the rehearsal methods share (A-GEM in `crlgym.agents.methods.agem` uses them
 too):
 
 - `task_transitions`: the current task's transitions, read from the agent's replay buffer.
@@ -21,14 +21,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch as th
+import torch
+from crlgym.agents.methods.base import ContinualMethod
 from torch.nn import functional as F
 
-from agents.methods.base import ContinualMethod
-from envs.errors import ConfigError
+from crlgym.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agents.sac import ContinualSAC
+    from crlgym.agents.sac import ContinualSAC
 
 TRANSITION_KEYS = ("observations", "actions", "next_observations", "dones", "rewards")
 """The fields of a transition, named as in SB3's ``ReplayBufferSamples``."""
@@ -37,11 +37,11 @@ TRANSITION_KEYS = ("observations", "actions", "next_observations", "dones", "rew
 class Transitions(NamedTuple):
     """A batch of transitions; the same field names as SB3's ``ReplayBufferSamples``."""
 
-    observations: th.Tensor
-    actions: th.Tensor
-    next_observations: th.Tensor
-    dones: th.Tensor
-    rewards: th.Tensor
+    observations: torch.Tensor
+    actions: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+    rewards: torch.Tensor
 
 
 def check_positive(**values: float) -> None:
@@ -60,8 +60,8 @@ def check_non_negative(**values: float) -> None:
 
 
 def task_transitions(
-    agent: ContinualSAC, count: int | None = None, generator: th.Generator | None = None
-) -> dict[str, th.Tensor]:
+    agent: ContinualSAC, count: int | None = None, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """Transitions of the current task from ``agent.replay_buffer`` (float32 CPU tensors).
 
     The task's transitions are the ones added since the task started
@@ -81,7 +81,7 @@ def task_transitions(
     row_index = np.arange(buffer.pos - rows, buffer.pos) % size
     total = rows * n_envs
     if count is not None and count < total:
-        flat = th.randperm(total, generator=generator)[:count].numpy()
+        flat = torch.randperm(total, generator=generator)[:count].numpy()
     else:
         flat = np.arange(total)
     index, env = row_index[flat // n_envs], flat % n_envs
@@ -100,12 +100,12 @@ def task_transitions(
         "rewards": buffer.rewards[index, env].reshape(-1, 1),
     }
     return {
-        name: th.as_tensor(np.asarray(array), dtype=th.float32).reshape(len(flat), -1)
+        name: torch.as_tensor(np.asarray(array), dtype=torch.float32).reshape(len(flat), -1)
         for name, array in arrays.items()
     }
 
 
-def as_transitions(data: dict[str, th.Tensor], device: th.device | str) -> Transitions:
+def as_transitions(data: dict[str, torch.Tensor], device: torch.device | str) -> Transitions:
     """A `Transitions` batch on ``device`` from a dict of tensors."""
     return Transitions(*(data[name].to(device) for name in TRANSITION_KEYS))
 
@@ -113,24 +113,24 @@ def as_transitions(data: dict[str, th.Tensor], device: th.device | str) -> Trans
 # --- SAC's losses on any batch ----------------------------------------------------------
 
 
-def sac_actor_loss(agent: ContinualSAC, observations: th.Tensor) -> th.Tensor:
+def sac_actor_loss(agent: ContinualSAC, observations: torch.Tensor) -> torch.Tensor:
     """SAC's actor loss on ``observations``, as in `ContinualSAC.train`:
     mean of ``alpha * log pi(a|s) - min_i Q_i(s, a)``, ``a ~ pi(.|s)`` reparameterized,
     ``alpha`` (detached) of each sample's own task."""
     actions, log_prob = agent.actor.action_log_prob(observations)
     alpha = agent.entropy_coefficients(observations).detach().exp()
-    q_pi = th.cat(agent.critic(observations, actions), dim=1)
+    q_pi = torch.cat(agent.critic(observations, actions), dim=1)
     return (alpha * log_prob.reshape(-1, 1) - q_pi.min(dim=1, keepdim=True).values).mean()
 
 
-def sac_critic_loss(agent: ContinualSAC, batch: Any) -> th.Tensor:
+def sac_critic_loss(agent: ContinualSAC, batch: Any) -> torch.Tensor:
     """SAC's critic (TD) loss on ``batch`` (anything with `Transitions`' fields), as in
     `ContinualSAC.train`: the target uses the target critic's min over the twins, the
     entropy bonus with each sample's own task alpha, and no gradient."""
     alpha = agent.entropy_coefficients(batch.observations).detach().exp()
-    with th.no_grad():
+    with torch.no_grad():
         next_actions, next_log_prob = agent.actor.action_log_prob(batch.next_observations)
-        next_q = th.cat(agent.critic_target(batch.next_observations, next_actions), dim=1)
+        next_q = torch.cat(agent.critic_target(batch.next_observations, next_actions), dim=1)
         next_q = next_q.min(dim=1, keepdim=True).values - alpha * next_log_prob.reshape(-1, 1)
         target_q = batch.rewards + (1 - batch.dones) * agent.gamma * next_q
     current_q = agent.critic(batch.observations, batch.actions)
@@ -138,32 +138,32 @@ def sac_critic_loss(agent: ContinualSAC, batch: Any) -> th.Tensor:
 
 
 def gaussian_kl(
-    mean_p: th.Tensor, log_std_p: th.Tensor, mean_q: th.Tensor, log_std_q: th.Tensor
-) -> th.Tensor:
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
     """KL(p || q) of diagonal Gaussians, summed over the last dimension."""
-    variance_ratio = th.exp(2 * (log_std_p - log_std_q))
-    mean_term = (mean_p - mean_q) ** 2 * th.exp(-2 * log_std_q)
+    variance_ratio = torch.exp(2 * (log_std_p - log_std_q))
+    mean_term = (mean_p - mean_q) ** 2 * torch.exp(-2 * log_std_q)
     return (log_std_q - log_std_p + 0.5 * (variance_ratio + mean_term - 1)).sum(dim=-1)
 
 
 # --- memories ---------------------------------------------------------------------------
 
 
-def lazy_generator(generator: th.Generator | None) -> th.Generator:
+def lazy_generator(generator: torch.Generator | None) -> torch.Generator:
     """A CPU generator seeded from the global torch RNG (the agent's seed) on first use."""
     if generator is None:
-        generator = th.Generator().manual_seed(int(th.randint(2**62, (1,)).item()))
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)).item()))
     return generator
 
 
-def generator_state(generator: th.Generator | None) -> th.Tensor | None:
+def generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
     return None if generator is None else generator.get_state()
 
 
-def restore_generator(state: th.Tensor | None) -> th.Generator | None:
+def restore_generator(state: torch.Tensor | None) -> torch.Generator | None:
     if state is None:
         return None
-    generator = th.Generator()
+    generator = torch.Generator()
     generator.set_state(state)
     return generator
 
@@ -172,21 +172,21 @@ class EpisodicMemory:
     """Samples stored per finished task: one flat tensor per field, tasks in order."""
 
     def __init__(self) -> None:
-        self.data: dict[str, th.Tensor] = {}
+        self.data: dict[str, torch.Tensor] = {}
         self.tasks: list[int] = []
         self.sizes: list[int] = []
 
     def __len__(self) -> int:
         return sum(self.sizes)
 
-    def append(self, task_index: int, data: dict[str, th.Tensor]) -> None:
+    def append(self, task_index: int, data: dict[str, torch.Tensor]) -> None:
         """Store ``data`` (tensors with equal first dimension) for task ``task_index``."""
-        stored = {name: tensor.detach().to("cpu", th.float32) for name, tensor in data.items()}
+        stored = {name: tensor.detach().to("cpu", torch.float32) for name, tensor in data.items()}
         count = len(next(iter(stored.values())))
         if self.data and set(stored) != set(self.data):
             raise ValueError(f"fields {sorted(stored)} differ from {sorted(self.data)}")
         self.data = {
-            name: th.cat([self.data[name], tensor]) if self.data else tensor
+            name: torch.cat([self.data[name], tensor]) if self.data else tensor
             for name, tensor in stored.items()
         }
         self.tasks.append(int(task_index))
@@ -196,16 +196,16 @@ class EpisodicMemory:
         """Samples stored per task."""
         return dict(zip(self.tasks, self.sizes, strict=True))
 
-    def of_task(self, task_index: int) -> dict[str, th.Tensor]:
+    def of_task(self, task_index: int) -> dict[str, torch.Tensor]:
         """The samples stored for task ``task_index``."""
         position = self.tasks.index(task_index)
         start = sum(self.sizes[:position])
         end = start + self.sizes[position]
         return {name: tensor[start:end] for name, tensor in self.data.items()}
 
-    def sample(self, batch_size: int) -> dict[str, th.Tensor]:
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``batch_size`` samples drawn uniformly (with replacement) over all stored ones."""
-        index = th.randint(len(self), (batch_size,))
+        index = torch.randint(len(self), (batch_size,))
         return {name: tensor[index] for name, tensor in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -227,15 +227,15 @@ class ReservoirMemory:
     def __init__(self, capacity: int) -> None:
         check_positive(capacity=capacity)
         self.capacity = capacity
-        self.data: dict[str, th.Tensor] = {}
+        self.data: dict[str, torch.Tensor] = {}
         self.seen = 0
-        self.generator: th.Generator | None = None
+        self.generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         return 0 if not self.data else len(next(iter(self.data.values())))
 
-    def add(self, data: dict[str, th.Tensor]) -> None:
-        stored = {name: tensor.detach().to("cpu", th.float32) for name, tensor in data.items()}
+    def add(self, data: dict[str, torch.Tensor]) -> None:
+        stored = {name: tensor.detach().to("cpu", torch.float32) for name, tensor in data.items()}
         count = len(next(iter(stored.values())))
         if count == 0:
             return
@@ -244,28 +244,30 @@ class ReservoirMemory:
         # 1) while there is room, every sample is kept
         free = min(count, self.capacity - len(self))
         if free > 0:
-            self.data = {name: th.cat([self.data[name], stored[name][:free]]) for name in self.data}
+            self.data = {
+                name: torch.cat([self.data[name], stored[name][:free]]) for name in self.data
+            }
         # 2) afterwards the sample of global index t replaces slot j ~ U{0..t} if j < capacity
         rest = count - free
         if rest > 0:
             self.generator = lazy_generator(self.generator)
-            global_index = th.arange(self.seen + free, self.seen + count, dtype=th.float64)
-            uniform = th.rand(rest, generator=self.generator, dtype=th.float64)
+            global_index = torch.arange(self.seen + free, self.seen + count, dtype=torch.float64)
+            uniform = torch.rand(rest, generator=self.generator, dtype=torch.float64)
             slots = (uniform * (global_index + 1)).floor().long()
-            items = th.arange(free, count)
+            items = torch.arange(free, count)
             kept = slots < self.capacity
             slots, items = slots[kept].numpy(), items[kept].numpy()
             # a slot drawn twice keeps the later sample, as sequential insertion would
             _, first_in_reverse = np.unique(slots[::-1], return_index=True)
             last = len(slots) - 1 - first_in_reverse
-            slots, items = th.as_tensor(slots[last]), th.as_tensor(items[last])
+            slots, items = torch.as_tensor(slots[last]), torch.as_tensor(items[last])
             for name, tensor in self.data.items():
                 tensor[slots] = stored[name][items]
         self.seen += count
 
-    def sample(self, batch_size: int) -> dict[str, th.Tensor]:
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``batch_size`` samples drawn uniformly (with replacement) from the reservoir."""
-        index = th.randint(len(self), (batch_size,))
+        index = torch.randint(len(self), (batch_size,))
         return {name: tensor[index] for name, tensor in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -330,13 +332,13 @@ class Replay(ContinualMethod):
         """A batch of remembered transitions on the agent's device."""
         return as_transitions(self.memory.sample(self.batch_size), agent.device)
 
-    def critic_aux_loss(self, agent: ContinualSAC, batch: Any) -> th.Tensor | None:
+    def critic_aux_loss(self, agent: ContinualSAC, batch: Any) -> torch.Tensor | None:
         if len(self.memory) == 0:
             return None
         self._pending = self.memory_batch(agent)
         return sac_critic_loss(agent, self._pending)
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: Any) -> th.Tensor | None:
+    def actor_aux_loss(self, agent: ContinualSAC, batch: Any) -> torch.Tensor | None:
         if len(self.memory) == 0:
             return None
         memory_batch = self._pending if self._pending is not None else self.memory_batch(agent)
@@ -395,45 +397,45 @@ class ClonEx(ContinualMethod):
         self.states_per_task, self.batch_size = states_per_task, batch_size
         self.coef, self.critic_coef = coef, critic_coef
         self.memory = EpisodicMemory()
-        self.generator: th.Generator | None = None
-        self._pending: dict[str, th.Tensor] | None = None
+        self.generator: torch.Generator | None = None
+        self._pending: dict[str, torch.Tensor] | None = None
 
     def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         self.generator = lazy_generator(self.generator)
         data = task_transitions(agent, self.states_per_task, self.generator)
         observations, actions = data["observations"], data["actions"]
         means, log_stds, q_values = [], [], []
-        with th.no_grad():
+        with torch.no_grad():
             for start in range(0, len(observations), 4096):
                 obs = observations[start : start + 4096].to(agent.device)
                 act = actions[start : start + 4096].to(agent.device)
                 mean, log_std, _ = agent.actor.get_action_dist_params(obs)
                 means.append(mean.cpu())
                 log_stds.append(log_std.cpu())
-                q_values.append(th.cat(agent.critic(obs, act), dim=1).cpu())
+                q_values.append(torch.cat(agent.critic(obs, act), dim=1).cpu())
         self.memory.append(
             task_index,
             {
                 "observations": observations,
                 "actions": actions,
-                "mean": th.cat(means),
-                "log_std": th.cat(log_stds),
-                "q_values": th.cat(q_values),
+                "mean": torch.cat(means),
+                "log_std": torch.cat(log_stds),
+                "q_values": torch.cat(q_values),
             },
         )
 
-    def _batch(self, agent: ContinualSAC) -> dict[str, th.Tensor]:
+    def _batch(self, agent: ContinualSAC) -> dict[str, torch.Tensor]:
         return {
             name: tensor.to(agent.device)
             for name, tensor in self.memory.sample(self.batch_size).items()
         }
 
-    def kl(self, agent: ContinualSAC, batch: dict[str, th.Tensor]) -> th.Tensor:
+    def kl(self, agent: ContinualSAC, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean KL(stored || current policy) over the batch's states."""
         mean, log_std, _ = agent.actor.get_action_dist_params(batch["observations"])
         return gaussian_kl(batch["mean"], batch["log_std"], mean, log_std).mean()
 
-    def critic_aux_loss(self, agent: ContinualSAC, batch: Any) -> th.Tensor | None:
+    def critic_aux_loss(self, agent: ContinualSAC, batch: Any) -> torch.Tensor | None:
         if len(self.memory) == 0 or self.critic_coef == 0:
             return None
         self._pending = self._batch(agent)
@@ -445,7 +447,7 @@ class ClonEx(ContinualMethod):
             * sum(F.mse_loss(q, stored[:, i : i + 1]) for i, q in enumerate(current))
         )
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: Any) -> th.Tensor | None:
+    def actor_aux_loss(self, agent: ContinualSAC, batch: Any) -> torch.Tensor | None:
         if len(self.memory) == 0 or self.coef == 0:
             return None
         memory_batch = self._pending if self._pending is not None else self._batch(agent)
