@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 RENDER_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6
 export MUJOCO_GL ?= egl
 
-.PHONY: demo test test-slow lint format bench deps system-deps clean
+.PHONY: demo test test-unit test-slow lint typecheck format bench deps system-deps clean
 
 demo: deps
 	$(VENV)/bin/crl train --overwrite
@@ -17,12 +17,20 @@ demo: deps
 test: deps
 	$(VENV)/bin/pytest -q
 
+test-unit: deps
+	$(VENV)/bin/pytest -q -m unit
+
 test-slow: deps
 	$(VENV)/bin/pytest -q -m slow
 
+# Ruff (including the rule that bans the bare folder names as imports), then mypy.
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	MYPY=$(VENV)/bin/mypy .ci/typecheck
+
+typecheck: deps
+	MYPY=$(VENV)/bin/mypy .ci/typecheck
 
 format: deps
 	$(VENV)/bin/ruff format .
@@ -55,4 +63,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache

@@ -219,6 +219,10 @@ class ModulationPool(nn.Module):
     directly or with `selected`); `disabled` runs the bare frozen model.
     """
 
+    task_counts: Tensor
+    usage: Tensor
+    tasks_ended: Tensor
+
     def __init__(
         self,
         config: ModulationConfig,
@@ -445,6 +449,8 @@ class ModulatedLinear(nn.Linear):
     state_dict keys stay those of the unwrapped model. The pool is referenced, not registered
     as a submodule (it is registered once, on the model, by `attach_pool`).
     """
+
+    _pool: ModulationPool
 
     def __init__(self, base: nn.Linear, pool: ModulationPool, block_index: int, site: str) -> None:
         nn.Module.__init__(self)

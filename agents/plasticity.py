@@ -215,7 +215,7 @@ def _trace(
     activation_types: tuple[type[nn.Module], ...] = ACTIVATION_TYPES,
 ) -> _Trace:
     names = {module: name for name, module in network.named_modules()}
-    traced = (nn.Linear, nn.LayerNorm, *activation_types)
+    traced: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, *activation_types)
     producer: dict[int, _Call] = {}
     calls: list[_Call] = []
     call_counts: dict[nn.Module, int] = {}
@@ -489,8 +489,8 @@ def reinitialize(module: nn.Module, generator: torch.Generator | None = None) ->
                 layer.weight.copy_(weight)
                 if bias is not None:
                     layer.bias.copy_(bias)
-        elif callable(getattr(layer, "reset_parameters", None)):
-            layer.reset_parameters()
+        elif callable(reset := getattr(layer, "reset_parameters", None)):
+            reset()
 
 
 def reset_last_layers(network: nn.Module, forward: Callable[[], Any], n: int) -> list[nn.Linear]:

@@ -16,12 +16,15 @@ about training.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from crlgym.agents.plasticity import (
     AdaptiveReplayRatio,
     PlasticityConfig,
@@ -34,7 +37,6 @@ from crlgym.agents.plasticity import (
     shrink_perturb,
     trace_unit_layers,
 )
-from torch import nn
 
 Batch = Any
 """Whatever the agent's forward and loss functions take (SB3: ReplayBufferSamples)."""
@@ -68,12 +70,12 @@ class PlasticityEvent:
     """One reset or replay-ratio switch, for the results file."""
 
     step: int
-    task: int
+    task_index: int
     kind: str
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "task": self.task, "kind": self.kind, **self.details}
+        return {"step": self.step, "task": self.task_index, "kind": self.kind, **self.details}
 
 
 class PlasticityController:
@@ -122,7 +124,7 @@ class PlasticityController:
             self.rule = AdaptiveReplayRatio(
                 config.rr_low, config.rr_high, config.rr_check_every, config.rr_tolerance
             )
-        self.task = 0
+        self.task_index = 0
         self.probe: Batch | None = None
         self.records: list[dict[str, Any]] = []
         self.events: list[PlasticityEvent] = []
@@ -146,18 +148,18 @@ class PlasticityController:
         return steps
 
     # -- task boundaries --------------------------------------------------------------------
-    def on_task_start(self, task: int, step: int, updates_start: int | None = None) -> None:
+    def on_task_start(self, task_index: int, step: int, updates_start: int | None = None) -> None:
         """New task at env step ``step``: draw a new probe batch later, restart the rule
         (when configured), and apply the task-start reset (not before the first task).
 
         The rule's clock starts at ``updates_start`` (the step the task's gradient updates
         begin, default ``step``): the FAU of a network that has not been trained on the
         task yet says nothing about whether training has settled."""
-        self.task = task
+        self.task_index = task_index
         self.probe = None
-        if self.rule is not None and (task == 0 or self.config.rr_restart_each_task):
+        if self.rule is not None and (task_index == 0 or self.config.rr_restart_each_task):
             self.rule.restart(step if updates_start is None else updates_start)
-        if task > 0 and self.config.reset != "none" and self.config.reset_at_task_start:
+        if task_index > 0 and self.config.reset != "none" and self.config.reset_at_task_start:
             self.reset(step, reason="task-start")
 
     # -- after each update phase ------------------------------------------------------------
@@ -171,7 +173,7 @@ class PlasticityController:
             fau = self._critic_fau()
             if self.rule.observe(step, fau):
                 self.events.append(
-                    PlasticityEvent(step, self.task, "replay-ratio-switch", {"fau": fau})
+                    PlasticityEvent(step, self.task_index, "replay-ratio-switch", {"fau": fau})
                 )
             logged["replay_ratio/check_fau"] = fau
         if config.reset != "none" and config.reset_every and step % config.reset_every == 0:
@@ -189,11 +191,11 @@ class PlasticityController:
             for name, network in self.networks.items():
                 values = network_metrics(
                     network.module,
-                    lambda network=network: network.forward(probe),
-                    lambda network=network: network.loss(probe),
+                    functools.partial(network.forward, probe),
+                    functools.partial(network.loss, probe),
                     self.config.dormant_tau,
                 )
-                self.records.append({"step": step, "task": self.task, "net": name, **values})
+                self.records.append({"step": step, "task": self.task_index, "net": name, **values})
                 logged.update({f"{name}/{key}": value for key, value in values.items()})
         return logged
 
@@ -232,7 +234,9 @@ class PlasticityController:
             for network in targets:
                 with torch.no_grad():
                     reset_last_layers(
-                        network.module, lambda n=network: n.forward(batch), config.reset_last_layers
+                        network.module,
+                        functools.partial(network.forward, batch),
+                        config.reset_last_layers,
                     )
                 network.after_reset()
         elif config.reset == "shrink-perturb":
@@ -245,7 +249,7 @@ class PlasticityController:
                 with torch.random.fork_rng(devices=[]):
                     counts = recycle_dormant(
                         network.module,
-                        lambda n=network: n.forward(batch),
+                        functools.partial(network.forward, batch),
                         config.redo_tau,
                         network.optimizers(),
                     )
@@ -255,7 +259,7 @@ class PlasticityController:
         if config.reset_clear_buffer:
             self.clear_buffer()
             self.probe = None
-        event = PlasticityEvent(step, self.task, f"reset-{config.reset}", details)
+        event = PlasticityEvent(step, self.task_index, f"reset-{config.reset}", details)
         self.events.append(event)
         return event
 
@@ -279,7 +283,7 @@ class PlasticityController:
     def state_dict(self) -> dict[str, Any]:
         return {
             "rule": None if self.rule is None else self.rule.state_dict(),
-            "task": self.task,
+            "task": self.task_index,
             "probe": None if self.probe is None else self.batch_to_state(self.probe),
             "records": self.records,
             "events": [event.to_dict() for event in self.events],
@@ -290,7 +294,7 @@ class PlasticityController:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.rule is not None and state["rule"] is not None:
             self.rule.load_state_dict(state["rule"])
-        self.task = state["task"]
+        self.task_index = state["task"]
         self.probe = None if state["probe"] is None else self.batch_from_state(state["probe"])
         self.records = list(state["records"])
         self.events = [

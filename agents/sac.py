@@ -11,32 +11,34 @@ Reads top to bottom:
 4. `ContinualSAC`: SB3's SAC with one entropy coefficient per task, uniform-random steps at
    the start of every task, updates that start ``update_after`` steps into each task, the
    named resets on a task change, and the hooks of `crlgym.agents.methods.ContinualMethod`
-   (auxiliary actor/critic losses, gradient adjustment, per-task state).
+   (one extra batch per gradient step, auxiliary actor/critic losses, gradient
+   adjustment, per-task state). SAC's losses themselves are `crlgym.agents.sac_losses`'s,
+   shared with the methods and the plasticity probes.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from crlgym.agents.methods import ContinualMethod, FineTuning
-from crlgym.agents.methods.replay import sac_actor_loss, sac_critic_loss
-from crlgym.agents.plasticity import PlasticityConfig
-from crlgym.agents.plasticity_control import PlasticityController, PlasticNetwork
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, ReplayBufferSamples
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
-from torch.nn import functional as F
 
+from crlgym.agents import sac_losses
+from crlgym.agents.methods import ContinualMethod, FineTuning
+from crlgym.agents.plasticity import PlasticityConfig, reinitialize
+from crlgym.agents.plasticity_control import PlasticityController, PlasticNetwork
 from crlgym.errors import ConfigError
 
 
@@ -126,12 +128,13 @@ def split_task_id(features: torch.Tensor, task_id_dims: int) -> tuple[torch.Tens
     return features[:, :-task_id_dims], features[:, -task_id_dims:].argmax(dim=1)
 
 
-def select_head(outputs: torch.Tensor, task: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Pick each sample's head from ``outputs`` of shape (batch, num_heads * width)."""
+def select_head(outputs: torch.Tensor, task_index: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Pick each sample's head (``task_index`` per sample) from ``outputs`` of shape
+    (batch, num_heads * width)."""
     if num_heads == 1:
         return outputs
     per_head = outputs.view(outputs.shape[0], num_heads, -1)
-    return per_head[torch.arange(outputs.shape[0], device=outputs.device), task]
+    return per_head[torch.arange(outputs.shape[0], device=outputs.device), task_index]
 
 
 class ContinualActor(Actor):
@@ -151,15 +154,22 @@ class ContinualActor(Actor):
         self.hidden_sizes, self.layer_norm_first = tuple(hidden_sizes), layer_norm_first
         action_dim = get_action_dim(self.action_space)
         self.latent_pi = cw_mlp(self.features_dim - task_id_dims, hidden_sizes, layer_norm_first)
+        # SB3's names (checkpoints key on them); SB3 types log_std as its gSDE Parameter.
         self.mu = nn.Linear(hidden_sizes[-1], action_dim * num_heads)
-        self.log_std = nn.Linear(hidden_sizes[-1], action_dim * num_heads)
+        self.add_module("log_std", nn.Linear(hidden_sizes[-1], action_dim * num_heads))
 
-    def get_action_dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def output_layers(self) -> dict[str, nn.Linear]:
+        """The multi-head output layers by their (SB3) names: ``mu`` and ``log_std``."""
+        return {"mu": cast(nn.Linear, self.mu), "log_std": cast(nn.Linear, self.log_std)}
+
+    def get_action_dist_params(
+        self, obs: PyTorchObs
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         features = self.extract_features(obs, self.features_extractor)
-        inputs, task = split_task_id(features, self.task_id_dims)
+        inputs, task_index = split_task_id(features, self.task_id_dims)
         latent = self.latent_pi(inputs)
-        mean = select_head(self.mu(latent), task, self.num_heads)
-        log_std = select_head(self.log_std(latent), task, self.num_heads)
+        mean = select_head(self.mu(latent), task_index, self.num_heads)
+        log_std = select_head(cast(nn.Linear, self.log_std)(latent), task_index, self.num_heads)
         return mean, torch.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX), {}
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -204,9 +214,11 @@ class ContinualCritic(ContinuousCritic):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
-        inputs, task = split_task_id(features, self.task_id_dims)
+        inputs, task_index = split_task_id(features, self.task_id_dims)
         q_input = torch.cat([inputs, actions], dim=1)
-        return tuple(select_head(q_net(q_input), task, self.num_heads) for q_net in self.q_networks)
+        return tuple(
+            select_head(q_net(q_input), task_index, self.num_heads) for q_net in self.q_networks
+        )
 
     def q1_forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.forward(obs, actions)[0]
@@ -231,7 +243,7 @@ class ContinualSACPolicy(SACPolicy):
     ) -> None:
         net_arch = kwargs.get("net_arch") or [256, 256]
         sizes = tuple(hidden_sizes or (net_arch if isinstance(net_arch, list) else net_arch["pi"]))
-        self.continual_kwargs = {
+        self.continual_kwargs: dict[str, Any] = {
             "num_heads": num_heads,
             "task_id_dims": task_id_dims,
             "hidden_sizes": sizes,
@@ -239,11 +251,13 @@ class ContinualSACPolicy(SACPolicy):
         }
         super().__init__(*args, **kwargs)
 
-    def make_actor(self, features_extractor: nn.Module | None = None) -> ContinualActor:
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinualActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
         return ContinualActor(**actor_kwargs, **self.continual_kwargs).to(self.device)
 
-    def make_critic(self, features_extractor: nn.Module | None = None) -> ContinualCritic:
+    def make_critic(
+        self, features_extractor: BaseFeaturesExtractor | None = None
+    ) -> ContinualCritic:
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
         return ContinualCritic(**critic_kwargs, **self.continual_kwargs).to(self.device)
 
@@ -273,13 +287,22 @@ class ContinualSAC(SAC):
     """
 
     policy: ContinualSACPolicy
+    actor: ContinualActor
+    critic: ContinualCritic
+    critic_target: ContinualCritic
+    # Always set once constructed (SB3 declares them optional):
+    replay_buffer: ReplayBuffer
+    log_ent_coef: torch.Tensor
+    """log alpha, one per task (`SACConfig.per_task_alpha`) or one for all."""
+    ent_coef_optimizer: torch.optim.Adam
+    target_entropy: float
 
     def __init__(
         self,
         env: Any,
         num_tasks: int,
         config: SACConfig | None = None,
-        method: ContinualMethod | None = None,
+        method: ContinualMethod[Any] | None = None,
         plasticity: PlasticityConfig | None = None,
         *,
         task_id_dims: int = 0,
@@ -335,7 +358,7 @@ class ContinualSAC(SAC):
             (alphas,), float(np.log(self.config.initial_alpha)), device=self.device
         )
         self.log_ent_coef = initial.requires_grad_(True)
-        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        self.ent_coef_optimizer = torch.optim.Adam([initial], lr=self.lr_schedule(1))
 
     # -- task boundaries ------------------------------------------------------------------
     def on_task_start(self, task_index: int, budget: int | None = None) -> None:
@@ -350,9 +373,9 @@ class ContinualSAC(SAC):
             if self.config.reset_buffer:
                 self.reset_replay_buffer()
             if self.config.reset_actor:
-                _reinitialize(self.actor)
+                reinitialize(self.actor)
             if self.config.reset_critic:
-                _reinitialize(self.critic)
+                reinitialize(self.critic)
                 self.critic_target.load_state_dict(self.critic.state_dict())
             if self.config.reset_optimizer or self.config.reset_actor or self.config.reset_critic:
                 self.reset_optimizers()
@@ -378,15 +401,9 @@ class ContinualSAC(SAC):
 
     def reset_optimizers(self) -> None:
         """Fresh Adam states for actor, critic and the entropy coefficients."""
-        policy = self.policy
-        lr = self.lr_schedule(1)
-        self.actor.optimizer = policy.optimizer_class(
-            self.actor.parameters(), lr=lr, **policy.optimizer_kwargs
-        )
-        self.critic.optimizer = policy.optimizer_class(
-            self.critic.parameters(), lr=lr, **policy.optimizer_kwargs
-        )
-        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=lr)
+        self.actor.optimizer = self._fresh_optimizer(self.actor)
+        self.critic.optimizer = self._fresh_optimizer(self.critic)
+        self.ent_coef_optimizer = torch.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
 
     # -- acting ---------------------------------------------------------------------------
     def _sample_action(
@@ -439,20 +456,16 @@ class ContinualSAC(SAC):
 
             log_alpha = self.entropy_coefficients(batch.observations)
             alpha = log_alpha.detach().exp()
-            alpha_loss = -(log_alpha * (log_prob + self.target_entropy).detach()).mean()
+            alpha_loss = sac_losses.entropy_coefficient_loss(
+                log_alpha, log_prob, self.target_entropy
+            )
             self.ent_coef_optimizer.zero_grad()
             alpha_loss.backward()
             self.ent_coef_optimizer.step()
 
-            with torch.no_grad():
-                next_actions, next_log_prob = self.actor.action_log_prob(batch.next_observations)
-                next_q = torch.cat(self.critic_target(batch.next_observations, next_actions), dim=1)
-                next_q = next_q.min(dim=1, keepdim=True).values
-                next_q = next_q - alpha * next_log_prob.reshape(-1, 1)
-                target_q = batch.rewards + (1 - batch.dones) * self.gamma * next_q
-            current_q = self.critic(batch.observations, batch.actions)
-            critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in current_q)
-            critic_extra = self.method.critic_aux_loss(self, batch)
+            critic_loss = sac_losses.critic_loss(self, batch, alpha)
+            extra = self.method.sample_extra_batch(self)
+            critic_extra = self.method.critic_aux_loss(self, batch, extra)
             if critic_extra is not None:
                 critic_loss = critic_loss + critic_extra
             self.critic.optimizer.zero_grad()
@@ -460,9 +473,10 @@ class ContinualSAC(SAC):
             self.method.adjust_gradients(self, "critic")
             self.critic.optimizer.step()
 
-            q_pi = torch.cat(self.critic(batch.observations, actions_pi), dim=1)
-            actor_loss = (alpha * log_prob - q_pi.min(dim=1, keepdim=True).values).mean()
-            actor_extra = self.method.actor_aux_loss(self, batch)
+            actor_loss = sac_losses.actor_loss(
+                self, batch.observations, actions_pi, log_prob, alpha
+            )
+            actor_extra = self.method.actor_aux_loss(self, batch, extra)
             if actor_extra is not None:
                 actor_loss = actor_loss + actor_extra
             self.actor.optimizer.zero_grad()
@@ -504,7 +518,7 @@ class ContinualSAC(SAC):
                 "actor",
                 self.actor,
                 forward=lambda batch: self.actor.get_action_dist_params(batch.observations),
-                loss=lambda batch: sac_actor_loss(self, batch.observations),
+                loss=lambda batch: sac_losses.sac_actor_loss(self, batch.observations),
                 optimizers=lambda: [self.actor.optimizer],
                 after_reset=reset_actor,
             ),
@@ -512,7 +526,7 @@ class ContinualSAC(SAC):
                 "critic",
                 self.critic,
                 forward=lambda batch: self.critic(batch.observations, batch.actions),
-                loss=lambda batch: sac_critic_loss(self, batch),
+                loss=lambda batch: sac_losses.sac_critic_loss(self, batch),
                 optimizers=lambda: [self.critic.optimizer],
                 after_reset=reset_critic,
             ),
@@ -530,10 +544,9 @@ class ContinualSAC(SAC):
         )
 
     def _fresh_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
-        policy = self.policy
-        return policy.optimizer_class(
-            network.parameters(), lr=self.lr_schedule(1), **policy.optimizer_kwargs
-        )
+        """A new optimizer of the policy's class for ``network`` (no state)."""
+        make: Callable[..., torch.optim.Optimizer] = self.policy.optimizer_class
+        return make(network.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs)
 
     def _sample_plasticity_batch(
         self, size: int, generator: np.random.Generator
@@ -592,12 +605,6 @@ class ContinualSAC(SAC):
         self.learning_starts = state["learning_starts"]
         self.action_space.np_random.bit_generator.state = state["action_space_rng"]
         _load_buffer_state(self.replay_buffer, state["replay_buffer"])
-
-
-def _reinitialize(module: nn.Module) -> None:
-    for layer in module.modules():
-        if layer is not module and hasattr(layer, "reset_parameters"):
-            layer.reset_parameters()
 
 
 _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")

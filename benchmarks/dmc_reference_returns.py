@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from crlgym.envs.dmc_env import DMControlEnv
-from crlgym.envs.dmc_specs import load_dmc_specs
 
 from crlgym import envs
+from crlgym.envs.dmc_env import DMControlEnv
+from crlgym.envs.dmc_specs import load_dmc_specs
 
 # (random return, expert-dataset mean return), L2M's table of data-normalized scores.
 L2M_REFERENCES: dict[str, tuple[float, float]] = {

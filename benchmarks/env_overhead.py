@@ -14,9 +14,9 @@ import argparse
 import time
 
 import numpy as np
-from crlgym.envs.sequences import CW10
 
 from crlgym import envs
+from crlgym.envs.sequences import CW10
 
 TARGET_OVERHEAD = 0.03
 

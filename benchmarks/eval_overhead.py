@@ -54,12 +54,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from crlgym.agents.sac import ContinualSAC, SACConfig
-from crlgym.experiments.config import QUICKSTART, TrainConfig, build_config
-from crlgym.experiments.evaluation import Evaluator
 from torch_threads import check_threads
 
 from crlgym import envs
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from crlgym.experiments.config import QUICKSTART, TrainConfig, build_config
+from crlgym.experiments.evaluation import Evaluator
 
 TARGET_SHARE = 0.15
 MEASURE_BUFFER = 100_000
@@ -154,8 +154,8 @@ def measure_evaluation(
 
     evaluator = Evaluator(sequence, measured_stochastic, measured_deterministic, seed)
     started = time.perf_counter()
-    for task in range(sequence.num_tasks):
-        evaluator._env(task)  # built once per run; kept out of the per-evaluation time
+    for task_index in range(sequence.num_tasks):
+        evaluator._env(task_index)  # built once per run; kept out of the per-evaluation time
     build_seconds = time.perf_counter() - started
     _, seconds = evaluator.evaluate(policy)
     evaluator.close()
@@ -177,8 +177,8 @@ def measure_evaluation(
 def evaluation_count(steps_per_task: int, num_tasks: int, eval_every: int) -> int:
     """Evaluations of a run, as `crlgym.experiments.runner` schedules them."""
     count = 1  # before training
-    for task in range(num_tasks):
-        start, end = task * steps_per_task, (task + 1) * steps_per_task
+    for task_index in range(num_tasks):
+        start, end = task_index * steps_per_task, (task_index + 1) * steps_per_task
         inside = end // eval_every - start // eval_every - (1 if end % eval_every == 0 else 0)
         count += inside + 1  # periodic ones inside the task (not its last step), task end
     return count

@@ -4,7 +4,7 @@
    inputs: a 200-step online episode (`act` at every env step, as evaluation does; the query
    and selection of the first ``context`` steps included), those first ``context`` steps alone
    (where the preliminary selection runs the per-sample modulation and the held one is
-   merged into the weights, agents/l2m.py), and one training-shaped forward with per-sample
+   merged into the weights, agents/l2m_pool.py), and one training-shaped forward with per-sample
    entries (16 episodes x ``context`` steps, no merging possible). Base and modulated runs
    alternate round by round so that machine noise hits both alike; each measurement is the
    mean over repetitions and the table shows the median over rounds and the ratio. Target:
@@ -31,7 +31,9 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from crlgym.agents.dt import DecisionTransformer, DecisionTransformerAgent
+
+from crlgym.agents.dt import DecisionTransformerAgent
+from crlgym.agents.dt_model import DecisionTransformer
 from crlgym.agents.l2m import L2MAgent, L2MConfig, PretrainedModel
 from crlgym.envs.padding import build_layout
 from crlgym.experiments.pretrain import PRESETS

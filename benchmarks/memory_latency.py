@@ -40,16 +40,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch_threads import check_threads
 
 # Submodules, not the package: they import the same whether ``memory`` resolves as a
 # regular package or (an editable install made before memory/__init__.py) a namespace one.
 from crlgym.memory.base import MemoryState
 from crlgym.memory.full import FullAttentionConfig, FullAttentionMemory
 from crlgym.memory.hcam import HCAMConfig, HCAMMemory
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch_threads import check_threads
 
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_LENGTHS = (1024, 4096, 16384)

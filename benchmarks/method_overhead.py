@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 import torch
-from crlgym.agents.methods import METHODS, make_method
-from crlgym.agents.sac import ContinualSAC, SACConfig
 from torch_threads import check_threads
 
 from crlgym import envs
+from crlgym.agents.methods import METHODS, make_method
+from crlgym.agents.sac import ContinualSAC, SACConfig
 
 TARGETS = {"l2": 1.3, "ewc": 1.3, "mas": 1.3, "packnet": 1.2}
 FILL_STEPS = 2_000
@@ -40,13 +40,13 @@ def prepared_agent(method: str, sequence: envs.TaskSequence) -> ContinualSAC:
         seed=0,
     )
     budget = 10 * FILL_STEPS  # long enough that PackNet is not yet retraining in task 1
-    for task in (0, 1):
-        if task:
-            agent.set_env(sequence.make_env(task, seed=task))
-        agent.on_task_start(task, budget)
+    for task_index in (0, 1):
+        if task_index:
+            agent.set_env(sequence.make_env(task_index, seed=task_index))
+        agent.on_task_start(task_index, budget)
         agent.learn(FILL_STEPS, reset_num_timesteps=False)  # random steps only: no updates
-        if task == 0:
-            agent.on_task_end(task)
+        if task_index == 0:
+            agent.on_task_end(task_index)
     return agent
 
 

@@ -25,11 +25,11 @@ import time
 
 import numpy as np
 import torch
-from crlgym.agents.plasticity import PlasticityConfig
-from crlgym.agents.sac import ContinualSAC, SACConfig
 from torch_threads import check_threads
 
 from crlgym import envs
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.sac import ContinualSAC, SACConfig
 
 FILL_STEPS = 2_000
 TARGET_SHARE = 0.03

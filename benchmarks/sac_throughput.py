@@ -52,12 +52,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from crlgym.agents.sac import ContinualSAC, SACConfig
 from stable_baselines3 import SAC
 from torch import nn
 from torch_threads import check_threads
 
 from crlgym import envs
+from crlgym.agents.sac import ContinualSAC, SACConfig
 
 HIDDEN = (256, 256, 256, 256)
 UPDATE_EVERY = 50

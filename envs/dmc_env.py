@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import gymnasium as gym
 import numpy as np
-from crlgym.envs.dmc_specs import load_dmc_specs
 
+from crlgym.envs.dmc_specs import load_dmc_specs
+from crlgym.envs.families import TaskFamily
 from crlgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlgym.envs.make import EnvConfig
 
 DMC_EPISODE_LENGTH = 1000
 #: Cameras that frame the agent well; dm_control's examples use 2 for quadruped.
@@ -37,7 +41,7 @@ class ReferenceReturns(TypedDict):
 @lru_cache(maxsize=1)
 def load_reference_returns() -> dict[str, ReferenceReturns]:
     """Per-task reference returns shipped in ``data/dmc_reference_returns.json``."""
-    text = resources.files("crlgym.envs").joinpath("data", "dmc_reference_returns.json").read_text()
+    text = resources.files("crlgym.envs").joinpath("data/dmc_reference_returns.json").read_text()
     return json.loads(text)["tasks"]
 
 
@@ -89,6 +93,7 @@ class DMControlEnv(gym.Wrapper):
         domain, task_name = task.split("-", 1)
         dm_env = suite.load(domain, task_name, task_kwargs={"random": seed})
         super().__init__(DmControlCompatibilityV0(dm_env))
+        self._dm_env = dm_env  # dm_control's own env: its task's random state and physics
         self.task = task
         self.episode_length = episode_length
         self._keys = [key for key, _ in spec["observation"]]
@@ -125,7 +130,7 @@ class DMControlEnv(gym.Wrapper):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
-            self.env.unwrapped._env.task.random.seed(seed)
+            self._dm_env.task.random.seed(seed)
         observation, info = self.env.reset(seed=seed, options=options)
         self._steps = 0
         self._return = 0.0
@@ -144,13 +149,51 @@ class DMControlEnv(gym.Wrapper):
                 info["normalized_score"] = normalized_score(self.task, self._return)
         return self._flatten(observation), float(reward), terminated, truncated, info
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self._render_mode is None:
             return None
-        physics = self.env.unwrapped._env.physics
+        physics = self._dm_env.physics
         return physics.render(
             height=self._height,
             width=self._width,
             camera_id=self._camera,
             render_flag_overrides=self._render_overrides,
+        )
+
+
+class DMControlFamily(TaskFamily):
+    """Every DeepMind Control Suite task as ``domain-task`` (``data/dmc_specs.json``); no
+    scripted experts (L2M's datasets train SAC experts instead)."""
+
+    domain = "dmc"
+    description = "DeepMind Control Suite tasks, flat observations, actions in [-1, 1]"
+
+    def canonical(self, name: str) -> str | None:
+        cleaned = name.strip()
+        return cleaned if cleaned in load_dmc_specs() else None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(load_dmc_specs())
+
+    def make(self, name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+        return DMControlEnv(
+            name,
+            episode_length=config.episode_length or DMC_EPISODE_LENGTH,
+            seed=seed,
+            render_mode=config.render_mode,
+            camera=config.camera,
+            width=config.width,
+            height=config.height,
+            fast_render=config.fast_render,
+        )
+
+    def default_episode_length(self, name: str) -> int:
+        return DMC_EPISODE_LENGTH
+
+    def spaces(self, name: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+        spec = load_dmc_specs()[name]
+        size = sum(n for _, n in spec["observation"])
+        return (
+            gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32),
+            gym.spaces.Box(-1.0, 1.0, shape=(spec["action_dim"],), dtype=np.float32),
         )

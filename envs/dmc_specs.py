@@ -34,11 +34,12 @@ SPEC_FILE = "dmc_specs.json"
 @lru_cache(maxsize=1)
 def load_dmc_specs() -> dict[str, DMCSpec]:
     """All suite tasks' specs keyed by ``domain-task`` name."""
-    text = resources.files("crlgym.envs").joinpath("data", SPEC_FILE).read_text()
+    text = resources.files("crlgym.envs").joinpath(f"data/{SPEC_FILE}").read_text()
     raw: dict[str, Any] = json.loads(text)
     for spec in raw.values():
         spec["observation"] = [(key, int(size)) for key, size in spec["observation"]]
-    return raw  # type: ignore[return-value]
+    specs: dict[str, DMCSpec] = raw  # the JSON holds exactly DMCSpec records
+    return specs
 
 
 def inspect_task(domain: str, task: str) -> DMCSpec:

@@ -24,18 +24,35 @@ steers to the zero vector instead of the goal.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-from crlgym.envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, MetaWorldEnv, metaworld_expert
 
+from crlgym.envs.families import Expert, TaskFamily
+from crlgym.envs.metaworld_env import (
+    CW10,
+    CW_EPISODE_LENGTH,
+    METAWORLD_ACTION_SPACE,
+    METAWORLD_OBSERVATION_SPACE,
+    METAWORLD_TASKS,
+    MetaWorldEnv,
+    canonical_metaworld_name,
+    make_metaworld_env,
+    metaworld_expert,
+)
 from crlgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlgym.envs.make import EnvConfig
 
 __all__ = [
     "GOAL_SLICE",
+    "MASKED_NAME_FORMAT",
     "MASKED_OBSERVATION_SPACE",
+    "MASKED_TASK_NAMES",
     "GoalMaskedEnv",
+    "GoalMaskedFamily",
     "MaskedGoalExpert",
     "make_masked_env",
     "masked_name",
@@ -73,6 +90,11 @@ def split_masked_name(name: str) -> tuple[int, str] | None:
 def masked_name(visible_steps: int, metaworld_task: str) -> str:
     """Canonical masked name from K and a canonical Meta-World name (``masked10-reach-v3``)."""
     return f"masked{visible_steps}-{metaworld_task}"
+
+
+#: Representative goal-masked tasks (registered with gymnasium): CW10 and reach, K = 10.
+MASKED_TASK_NAMES: tuple[str, ...] = tuple(masked_name(10, t) for t in (*CW10, "reach-v3"))
+MASKED_NAME_FORMAT = "masked<K>-<Meta-World task>"
 
 
 class GoalMaskedEnv(gym.Wrapper):
@@ -113,7 +135,7 @@ class GoalMaskedEnv(gym.Wrapper):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         observation, reward, terminated, truncated, info = self.env.step(action)
         self._t += 1
-        return self._mask(observation), reward, terminated, truncated, info
+        return self._mask(observation), float(reward), terminated, truncated, info
 
 
 class MaskedGoalExpert:
@@ -159,3 +181,49 @@ def make_masked_env(
 ) -> GoalMaskedEnv:
     """Build ``name`` = ``masked<visible_steps>-<metaworld_task>`` (canonical parts)."""
     return GoalMaskedEnv(MetaWorldEnv(metaworld_task, **metaworld_kwargs), visible_steps, name)
+
+
+class GoalMaskedFamily(TaskFamily):
+    """``masked<K>-<Meta-World task>``, parsed by pattern; Meta-World's domain, episode
+    length and (memory-equipped) expert."""
+
+    domain = "metaworld"
+    description = "Meta-World tasks whose goal shows for the first K steps only (memory)"
+
+    def canonical(self, name: str) -> str | None:
+        masked = split_masked_name(name)
+        if masked is None:
+            return None
+        visible_steps, inner = masked
+        metaworld_task = canonical_metaworld_name(inner)
+        if metaworld_task is not None and inner == inner.strip():
+            return masked_name(visible_steps, metaworld_task)
+        # Suggest masked names with the K the user asked for.
+        valid = tuple(masked_name(visible_steps, t) for t in METAWORLD_TASKS)
+        detail = f"goal-masked tasks are named {MASKED_NAME_FORMAT}"
+        raise self.unknown_task(name, detail=detail, valid=valid)
+
+    def names(self) -> tuple[str, ...]:
+        return MASKED_TASK_NAMES
+
+    def make(self, name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+        visible_steps, metaworld_task = self._split(name)
+        return GoalMaskedEnv(make_metaworld_env(metaworld_task, config, seed), visible_steps, name)
+
+    def default_episode_length(self, name: str) -> int:
+        return CW_EPISODE_LENGTH
+
+    def expert(self, name: str) -> Expert:
+        visible_steps, metaworld_task = self._split(name)
+        if visible_steps == 0:
+            raise ConfigError(f"{name} never shows its goal, so no scripted expert can act on it.")
+        return MaskedGoalExpert(metaworld_task)
+
+    def spaces(self, name: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+        return MASKED_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
+
+    @staticmethod
+    def _split(name: str) -> tuple[int, str]:
+        masked = split_masked_name(name)
+        assert masked is not None, f"{name} is no canonical goal-masked task name"
+        return masked

@@ -1,4 +1,8 @@
-"""Build one task's environment from its name: `make_env` and its options `EnvConfig`."""
+"""Build one task's environment from its name: `make_env` and its options `EnvConfig`.
+
+Each task's family (`crlgym.envs.tasks.FAMILIES`) builds it, knows its episode length and
+its scripted expert.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-from crlgym.envs.tasks import canonical_task_name, split_masked_task, task_domain
 
+from crlgym.envs.tasks import resolve_task
 from crlgym.errors import ConfigError
-
-#: Default episode length per domain (Continual World, DMControl, toy tasks).  Recall tasks
-#: have no domain default: each task's length is its own (`default_episode_length`).
-DEFAULT_EPISODE_LENGTH = {"metaworld": 200, "dmc": 1000, "toy": 50}
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,10 @@ class EnvConfig:
 
 
 def default_episode_length(task: str) -> int:
-    """Steps per episode of ``task`` when `EnvConfig.episode_length` is None."""
-    name = canonical_task_name(task)
-    domain = task_domain(name)
-    if domain == "recall":
-        from crlgym.envs.recall import parse_recall_name
-
-        return parse_recall_name(name).episode_length
-    return DEFAULT_EPISODE_LENGTH[domain]
+    """Steps per episode of ``task`` when `EnvConfig.episode_length` is None (Meta-World 200,
+    DMControl 1000, toy 50, a recall task its own)."""
+    name, family = resolve_task(task)
+    return family.default_episode_length(name)
 
 
 def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = None) -> gym.Env:
@@ -73,69 +69,11 @@ def make_env(task: str, config: EnvConfig | None = None, *, seed: int | None = N
         seed: seeds the first reset; ``reset(seed=...)`` works too.
 
     Raises:
+        UnknownTaskError: no task family knows ``task``.
         ConfigError: ``config.episode_length`` is shorter than a recall task's episode.
     """
-    config = config or EnvConfig()
-    name = canonical_task_name(task)
-    domain = task_domain(name)
-    if domain == "recall":
-        return _make_recall_env(name, config, seed)
-    length = config.episode_length or DEFAULT_EPISODE_LENGTH[domain]
-    if domain == "metaworld":
-        from crlgym.envs.metaworld_env import DEFAULT_CAMERA, MetaWorldEnv
-
-        masked = split_masked_task(name)
-        env = MetaWorldEnv(
-            masked[1] if masked else name,
-            episode_length=length,
-            seed=seed,
-            render_mode=config.render_mode,
-            camera=config.camera or DEFAULT_CAMERA,
-            width=config.width,
-            height=config.height,
-            fast_render=config.fast_render,
-        )
-        if masked is None:
-            return env
-        from crlgym.envs.goal_mask import GoalMaskedEnv
-
-        return GoalMaskedEnv(env, masked[0], name)
-    if domain == "dmc":
-        from crlgym.envs.dmc_env import DMControlEnv
-
-        return DMControlEnv(
-            name,
-            episode_length=length,
-            seed=seed,
-            render_mode=config.render_mode,
-            camera=config.camera,
-            width=config.width,
-            height=config.height,
-            fast_render=config.fast_render,
-        )
-    from crlgym.envs.toy import make_toy_env
-
-    return make_toy_env(name, max_episode_steps=length, render_mode=config.render_mode, seed=seed)
-
-
-def _make_recall_env(name: str, config: EnvConfig, seed: int | None) -> gym.Env:
-    from crlgym.envs.recall import make_recall_env, parse_recall_name
-
-    spec = parse_recall_name(name)
-    if config.episode_length is not None and config.episode_length < spec.episode_length:
-        # Truncating before the choice step would make every episode unrewardable.
-        raise ConfigError(
-            f"{name} lasts {spec.episode_length} steps (cue {spec.cue_steps} + delay "
-            f"{spec.delay} + choice 1) but episode_length is {config.episode_length}; leave "
-            f"episode_length unset (the task sets it) or make it at least {spec.episode_length}"
-        )
-    return make_recall_env(
-        name,
-        render_mode=config.render_mode,
-        seed=seed,
-        width=config.width,
-        height=config.height,
-    )
+    name, family = resolve_task(task)
+    return family.make(name, config or EnvConfig(), seed)
 
 
 def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -149,25 +87,10 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
     one expert per env when several envs run side by side.
     DMControl has no scripted experts (L2M's datasets train SAC experts instead).
     """
-    name = canonical_task_name(task)
-    domain = task_domain(name)
-    if domain == "metaworld":
-        from crlgym.envs.metaworld_env import metaworld_expert
-
-        masked = split_masked_task(name)
-        if masked is None:
-            return metaworld_expert(name)
-        if masked[0] == 0:
-            raise ConfigError(f"{name} never shows its goal, so no scripted expert can act on it.")
-        from crlgym.envs.goal_mask import MaskedGoalExpert
-
-        return MaskedGoalExpert(masked[1])
-    if domain == "recall":
-        from crlgym.envs.recall import RecallExpert, parse_recall_name
-
-        return RecallExpert(parse_recall_name(name).num_cues)
-    if domain == "toy":
-        from crlgym.envs.toy import make_toy_env
-
-        return make_toy_env(name).expert_action
-    raise ConfigError(f"{name} has no scripted expert; only Meta-World, toy and recall tasks do.")
+    name, family = resolve_task(task)
+    expert = family.expert(name)
+    if expert is None:
+        raise ConfigError(
+            f"{name} has no scripted expert; only Meta-World, toy and recall tasks do."
+        )
+    return expert

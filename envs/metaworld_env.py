@@ -21,15 +21,48 @@ import atexit
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
+from crlgym.envs.families import Expert, TaskFamily
 from crlgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlgym.envs.make import EnvConfig
 
 #: Episode length of Continual World.
 CW_EPISODE_LENGTH = 200
+
+#: Meta-World v3's MT50 tasks, in ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` order (static, so
+#: that ``import crlgym`` needs no Meta-World; tests/test_metaworld.py checks it).
+METAWORLD_TASKS: tuple[str, ...] = (
+    "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3",
+    "button-press-topdown-v3", "button-press-topdown-wall-v3", "button-press-v3",
+    "button-press-wall-v3", "coffee-button-v3", "coffee-pull-v3", "coffee-push-v3",
+    "dial-turn-v3", "disassemble-v3", "door-close-v3", "door-lock-v3", "door-open-v3",
+    "door-unlock-v3", "hand-insert-v3", "drawer-close-v3", "drawer-open-v3",
+    "faucet-open-v3", "faucet-close-v3", "hammer-v3", "handle-press-side-v3",
+    "handle-press-v3", "handle-pull-side-v3", "handle-pull-v3", "lever-pull-v3",
+    "pick-place-wall-v3", "pick-out-of-hole-v3", "pick-place-v3", "plate-slide-v3",
+    "plate-slide-side-v3", "plate-slide-back-v3", "plate-slide-back-side-v3",
+    "peg-insert-side-v3", "peg-unplug-side-v3", "soccer-v3", "stick-push-v3",
+    "stick-pull-v3", "push-v3", "push-wall-v3", "push-back-v3", "reach-v3",
+    "reach-wall-v3", "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3",
+    "window-close-v3",
+)  # fmt: skip
+_METAWORLD_TASK_SET = frozenset(METAWORLD_TASKS)
+
+#: The version suffix that short Meta-World names (``hammer``) may drop.
+METAWORLD_SUFFIX = "-v3"
+
+#: Continual World's CW10, in the paper's order.
+CW10: tuple[str, ...] = (
+    "hammer-v3", "push-wall-v3", "faucet-close-v3", "push-back-v3", "stick-pull-v3",
+    "handle-press-side-v3", "push-v3", "shelf-place-v3", "window-close-v3",
+    "peg-unplug-side-v3",
+)  # fmt: skip
 
 # Hand, gripper and object parts of the raw space are the same for every task; the goal part
 # is the union of `goal_space` over MT50 (checked by tests/test_metaworld.py).
@@ -97,7 +130,10 @@ class MetaWorldEnv(gym.Wrapper):
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         raw = ALL_V3_ENVIRONMENTS[task](
-            render_mode=render_mode, camera_name=camera, width=width, height=height
+            render_mode="rgb_array" if render_mode else None,
+            camera_name=camera,
+            width=width,
+            height=height,
         )
         raw._partially_observable = False
         del raw.sawyer_observation_space  # cached property: recompute with the goal shown
@@ -106,6 +142,7 @@ class MetaWorldEnv(gym.Wrapper):
         raw._set_task_called = True
         raw.max_path_length = episode_length
         super().__init__(raw)
+        self._raw = raw  # Meta-World's env: its own seeding and renderer
         self.task = task
         self.episode_length = episode_length
         self.observation_space = METAWORLD_OBSERVATION_SPACE
@@ -127,7 +164,7 @@ class MetaWorldEnv(gym.Wrapper):
         if seed is None:
             seed, self._pending_seed = self._pending_seed, None
         if seed is not None:
-            self.env.unwrapped.seed(seed)  # Meta-World ignores reset(seed=...)
+            self._raw.seed(seed)  # Meta-World ignores reset(seed=...)
             self._pending_seed = None
         obs, info = self.env.reset(options=options)
         self._episode_success = False
@@ -141,17 +178,19 @@ class MetaWorldEnv(gym.Wrapper):
             info["is_success"] = self._episode_success
         return obs.astype(np.float32), float(reward), terminated, truncated, info
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             return None
         if not self._render_configured:
             self._configure_renderer()
-        return self.env.render()
+        frame = self.env.render()
+        assert isinstance(frame, np.ndarray), "render_mode is rgb_array"
+        return frame
 
     def _configure_renderer(self) -> None:
         import mujoco
 
-        renderer = self.env.unwrapped.mujoco_renderer
+        renderer = self._raw.mujoco_renderer
         viewer = renderer._get_viewer(render_mode="rgb_array")
         if self._fast_render:
             viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -181,7 +220,8 @@ def metaworld_expert(task: str) -> Callable[[np.ndarray], np.ndarray]:
     """
     from metaworld.policies import ENV_POLICY_MAP
 
-    policy = ENV_POLICY_MAP[task]()
+    policy_class: Callable[[], Any] = ENV_POLICY_MAP[task]  # a concrete policy per task
+    policy = policy_class()
 
     def act(observation: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
@@ -203,3 +243,53 @@ def _quaternion_product(q: np.ndarray, r: np.ndarray) -> np.ndarray:
             w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
         ]
     )
+
+
+def canonical_metaworld_name(name: str) -> str | None:
+    """``hammer`` / ``hammer-v3`` (surrounding whitespace ignored) -> ``hammer-v3``; None
+    for a name that is no Meta-World task."""
+    cleaned = name.strip()
+    if cleaned in _METAWORLD_TASK_SET:
+        return cleaned
+    if cleaned + METAWORLD_SUFFIX in _METAWORLD_TASK_SET:
+        return cleaned + METAWORLD_SUFFIX
+    return None
+
+
+def make_metaworld_env(name: str, config: EnvConfig, seed: int | None) -> MetaWorldEnv:
+    """`MetaWorldEnv` of canonical task ``name`` built as ``config`` says."""
+    return MetaWorldEnv(
+        name,
+        episode_length=config.episode_length or CW_EPISODE_LENGTH,
+        seed=seed,
+        render_mode=config.render_mode,
+        camera=config.camera or DEFAULT_CAMERA,
+        width=config.width,
+        height=config.height,
+        fast_render=config.fast_render,
+    )
+
+
+class MetaWorldFamily(TaskFamily):
+    """Meta-World v3's MT50 tasks (`METAWORLD_TASKS`); ``hammer`` means ``hammer-v3``."""
+
+    domain = "metaworld"
+    description = "Meta-World v3 MT50 manipulation tasks, Continual World conventions"
+
+    def canonical(self, name: str) -> str | None:
+        return canonical_metaworld_name(name)
+
+    def names(self) -> tuple[str, ...]:
+        return METAWORLD_TASKS
+
+    def make(self, name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+        return make_metaworld_env(name, config, seed)
+
+    def default_episode_length(self, name: str) -> int:
+        return CW_EPISODE_LENGTH
+
+    def expert(self, name: str) -> Expert:
+        return metaworld_expert(name)
+
+    def spaces(self, name: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+        return METAWORLD_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE

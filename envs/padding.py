@@ -25,13 +25,17 @@ first ``n`` dimensions of the agent's action and ignores the rest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from crlgym.envs.dmc_specs import load_dmc_specs
 from crlgym.envs.tasks import canonical_task_name, task_domain
+from crlgym.errors import ConfigError
 
 L2M_DMC_DOMAINS = (
     "ball_in_cup", "cartpole", "cheetah", "finger", "fish",
@@ -68,6 +72,25 @@ class PaddedLayout:
     @cached_property
     def action_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (``torch.load(weights_only=True)`` reads them back)."""
+        return {
+            "slots": [[name, start, width] for name, start, width in self.slots],
+            "action_dim": self.action_dim,
+            "slot_low": list(self.slot_low),
+            "slot_high": list(self.slot_high),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaddedLayout:
+        """The layout `to_dict` wrote."""
+        return cls(
+            slots=tuple((str(n), int(s), int(w)) for n, s, w in data["slots"]),
+            action_dim=int(data["action_dim"]),
+            slot_low=tuple(float(x) for x in data["slot_low"]),
+            slot_high=tuple(float(x) for x in data["slot_high"]),
+        )
 
     def slot(self, name: str) -> tuple[int, int]:
         """(start, width) of a slot."""
@@ -136,6 +159,7 @@ def build_layout(tasks: list[str]) -> PaddedLayout:
     toy_tasks = [t for t in tasks if task_domain(t) == "toy"]
     if toy_tasks:
         toy_space = make_toy_env(toy_tasks[0]).observation_space
+        assert isinstance(toy_space, gym.spaces.Box)
         add(TOY_SLOT, toy_space.low.astype(np.float64), toy_space.high.astype(np.float64))
         action_dim = max(action_dim, 2)
     recall_tasks = [t for t in tasks if task_domain(t) == "recall"]
@@ -148,6 +172,106 @@ def build_layout(tasks: list[str]) -> PaddedLayout:
     return PaddedLayout(tuple(slots), action_dim, tuple(low), tuple(high))
 
 
+def fit_positions(layout: PaddedLayout, task: str) -> np.ndarray:
+    """Index of each native observation dimension of ``task`` in ``layout``'s vector, for a
+    layout built over other tasks (a pretrained model's).
+
+    Raises:
+        ConfigError: the layout has no slot for the task's domain or keys, a slot is too
+            narrow for the task, or the task's actions are wider than the layout's.
+    """
+    from crlgym.envs.sequences import native_spaces
+
+    name = canonical_task_name(task)
+    domain = task_domain(name)
+    observation_space, action_space = native_spaces(name)
+    assert observation_space.shape is not None and action_space.shape is not None
+    native_obs, native_act = int(observation_space.shape[0]), int(action_space.shape[0])
+    slot_names = [slot for slot, _start, _width in layout.slots]
+    problem = None
+    if native_act > layout.action_dim:
+        problem = f"{native_act}-d actions, the layout has {layout.action_dim}"
+    elif domain == "dmc":
+        for key, size in load_dmc_specs()[name]["observation"]:
+            if key not in slot_names:
+                problem = f"observation key {key!r} has no slot"
+            elif size > layout.slot(key)[1]:
+                problem = f"observation key {key!r} is {size}-d, its slot {layout.slot(key)[1]}"
+    elif domain == "toy":
+        if TOY_SLOT not in slot_names:
+            problem = "no toy slot"
+        elif layout.slot(TOY_SLOT)[1] != native_obs:
+            problem = f"{native_obs}-d observations, the toy slot is {layout.slot(TOY_SLOT)[1]}"
+    elif domain == "recall":
+        if RECALL_SLOT not in slot_names:
+            problem = "no recall slot"
+        elif (native_obs - 3) // 2 > (layout.slot(RECALL_SLOT)[1] - 3) // 2:
+            problem = "more cues than the recall slot holds"
+    if problem is None:
+        positions = layout.positions(name)
+        if len(positions) == native_obs and positions.max() < layout.observation_dim:
+            return positions
+        problem = "its observation does not map onto the layout"
+    raise ConfigError(
+        f"task {task} does not fit the pretrained model's padded layout ({problem}); "
+        "fine-tune on tasks whose domains the pretraining data covered, or pretrain with them"
+    )
+
+
+class SpaceMap:
+    """Moves one task's observations from the space its env shows into a layout, and cuts the
+    layout-wide actions back to the env's width.
+
+    Args:
+        task: the task's name.
+        layout: the target layout (a pretrained model's); the task must fit it
+            (`fit_positions`).
+        source: the layout the env pads into (a mixed sequence's), or None for native
+            observations.
+        env_action_dim: the width of actions the env takes.
+    """
+
+    def __init__(
+        self, task: str, layout: PaddedLayout, source: PaddedLayout | None, env_action_dim: int
+    ) -> None:
+        self.target = fit_positions(layout, task)
+        self.source = (
+            np.arange(len(self.target)) if source is None else source.positions(task)
+        ).astype(np.int64)
+        self.observation_dim = layout.observation_dim
+        self.env_action_dim = env_action_dim
+
+    def observations(self, observations: np.ndarray) -> np.ndarray:
+        """(..., env obs) -> (..., layout obs), zeros outside the task's slots."""
+        observations = np.asarray(observations, dtype=np.float32)
+        out = np.zeros((*observations.shape[:-1], self.observation_dim), dtype=np.float32)
+        out[..., self.target] = observations[..., self.source]
+        return out
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return np.asarray(action)[: self.env_action_dim]
+
+
+def layout_episodes(
+    episodes: list[dict[str, Any]], task: str, layout: PaddedLayout
+) -> list[dict[str, Any]]:
+    """Native episodes of ``task`` (`crlgym.memory.datasets.load_episodes`) in ``layout``'s space:
+    observations in the task's slots, actions zero-padded to the layout's width."""
+    space = SpaceMap(task, layout, None, layout.action_dim)
+    out = []
+    for episode in episodes:
+        actions = np.zeros((episode["actions"].shape[0], layout.action_dim), dtype=np.float32)
+        actions[:, : episode["actions"].shape[1]] = episode["actions"]
+        out.append(
+            {
+                **episode,
+                "observations": space.observations(episode["observations"]),
+                "actions": actions,
+            }
+        )
+    return out
+
+
 class PaddedEnv(gym.Wrapper):
     """Presents one task through a `PaddedLayout`: padded observations, wider actions."""
 
@@ -157,6 +281,7 @@ class PaddedEnv(gym.Wrapper):
         self.observation_space = layout.observation_space
         self.action_space = layout.action_space
         self._positions = layout.positions(task)
+        assert env.action_space.shape is not None
         self._native_action_dim = int(np.prod(env.action_space.shape))
 
     def _pad(self, observation: np.ndarray) -> np.ndarray:

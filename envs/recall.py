@@ -51,18 +51,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
+from crlgym.envs.families import Expert, TaskFamily
+from crlgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlgym.envs.make import EnvConfig
+
 __all__ = [
     "RECALL_NAME_FORMAT",
     "RECALL_TASK_NAMES",
     "RecallEnv",
     "RecallExpert",
+    "RecallFamily",
     "RecallNameError",
     "RecallSpec",
     "make_recall_env",
@@ -203,7 +210,7 @@ class RecallEnv(gym.Env):
         task_name: the name the env was built from (for display).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012 - gymnasium declares it an instance attribute
 
     def __init__(
         self,
@@ -461,7 +468,7 @@ def make_recall_env(
     )
     env.spec = EnvSpec(
         id=spec.name,
-        entry_point=make_recall_env,
+        entry_point="crlgym.envs.recall:make_recall_env",
         kwargs={"name": spec.name, "width": width, "height": height},
     )
     if seed is not None:
@@ -469,3 +476,51 @@ def make_recall_env(
         env.action_space.seed(int(seed))
         env.observation_space.seed(int(seed))
     return env
+
+
+class RecallFamily(TaskFamily):
+    """``recall-d<D>...`` names, parsed by pattern (`parse_recall_name`); each task sets its
+    own episode length (cue + delay + choice)."""
+
+    domain = "recall"
+    description = "cue-delay-choice memory tasks with distractors (pure numpy)"
+
+    def canonical(self, name: str) -> str | None:
+        cleaned = name.strip()
+        if cleaned != "recall" and not cleaned.startswith("recall-"):
+            return None
+        try:
+            return parse_recall_name(name).name
+        except RecallNameError as error:
+            detail = f"{error}; recall tasks are named {RECALL_NAME_FORMAT}"
+            raise self.unknown_task(name, detail=detail) from None
+
+    def names(self) -> tuple[str, ...]:
+        return RECALL_TASK_NAMES
+
+    def make(self, name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+        spec = parse_recall_name(name)
+        if config.episode_length is not None and config.episode_length < spec.episode_length:
+            # Truncating before the choice step would make every episode unrewardable.
+            raise ConfigError(
+                f"{name} lasts {spec.episode_length} steps (cue {spec.cue_steps} + delay "
+                f"{spec.delay} + choice 1) but episode_length is {config.episode_length}; leave "
+                f"episode_length unset (the task sets it) or make it at least "
+                f"{spec.episode_length}"
+            )
+        return make_recall_env(
+            name,
+            render_mode=config.render_mode,
+            seed=seed,
+            width=config.width,
+            height=config.height,
+        )
+
+    def default_episode_length(self, name: str) -> int:
+        return parse_recall_name(name).episode_length
+
+    def expert(self, name: str) -> Expert:
+        return RecallExpert(parse_recall_name(name).num_cues)
+
+    def spaces(self, name: str) -> tuple[spaces.Box, spaces.Box]:
+        return recall_spaces(parse_recall_name(name).num_cues)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+
 from crlgym.envs.make import EnvConfig, make_env
 from crlgym.envs.tasks import all_tasks
 

@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
-from crlgym.envs.dmc_specs import load_dmc_specs
+
 from crlgym.envs.goal_mask import split_masked_name
 from crlgym.envs.make import EnvConfig, make_env
 from crlgym.envs.padding import PaddedEnv, PaddedLayout, TaskIdEnv, build_layout
@@ -33,11 +33,9 @@ from crlgym.envs.tasks import (
     METAWORLD_TASKS,
     all_tasks,
     canonical_task_name,
-    split_masked_task,
-    task_domain,
+    resolve_task,
     unknown_name_message,
 )
-
 from crlgym.errors import (
     ConfigError,
     SequenceFileError,
@@ -115,7 +113,6 @@ class TaskSequence:
             SequenceTask(canonical_task_name(e.task), e.steps or steps_per_task) for e in entries
         )
         self.config = config or EnvConfig()
-        self._current = 0
         self.layout: PaddedLayout | None = self._choose_layout()
         observation_space, self.action_space = (
             (self.layout.observation_space, self.layout.action_space)
@@ -144,28 +141,6 @@ class TaskSequence:
 
     def __repr__(self) -> str:
         return f"TaskSequence({self.name!r}, {list(self.task_names)!r})"
-
-    # -- where training is ----------------------------------------------------------------
-    @property
-    def current_task_index(self) -> int:
-        """Index of the task being trained."""
-        return self._current
-
-    @property
-    def current_task(self) -> SequenceTask:
-        return self.tasks[self._current]
-
-    def set_current_task(self, index: int) -> None:
-        if not 0 <= index < self.num_tasks:
-            raise IndexError(f"task index {index} outside 0..{self.num_tasks - 1}")
-        self._current = index
-
-    def advance(self) -> bool:
-        """Move to the next task; False (and no move) after the last one."""
-        if self._current + 1 >= self.num_tasks:
-            return False
-        self._current += 1
-        return True
 
     # -- building envs --------------------------------------------------------------------
     def make_env(
@@ -237,32 +212,10 @@ class TaskSequence:
 
 
 def native_spaces(task: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    """A task's own observation and action spaces, without building it."""
-    name = canonical_task_name(task)
-    domain = task_domain(name)
-    if domain == "metaworld":
-        from crlgym.envs.metaworld_env import METAWORLD_ACTION_SPACE, METAWORLD_OBSERVATION_SPACE
-
-        if split_masked_task(name) is not None:
-            from crlgym.envs.goal_mask import MASKED_OBSERVATION_SPACE
-
-            return MASKED_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
-        return METAWORLD_OBSERVATION_SPACE, METAWORLD_ACTION_SPACE
-    if domain == "recall":
-        from crlgym.envs.recall import parse_recall_name, recall_spaces
-
-        return recall_spaces(parse_recall_name(name).num_cues)
-    if domain == "dmc":
-        spec = load_dmc_specs()[name]
-        size = sum(n for _, n in spec["observation"])
-        return (
-            gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32),
-            gym.spaces.Box(-1.0, 1.0, shape=(spec["action_dim"],), dtype=np.float32),
-        )
-    from crlgym.envs.toy import make_toy_env
-
-    env = make_toy_env(name)
-    return env.observation_space, env.action_space  # type: ignore[return-value]
+    """A task's own observation and action spaces, without building it (its family's
+    `TaskFamily.spaces`)."""
+    name, family = resolve_task(task)
+    return family.spaces(name)
 
 
 def _space_key(observation: gym.spaces.Box, action: gym.spaces.Box) -> tuple[Any, ...]:
@@ -337,7 +290,8 @@ def load_sequence_file(
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SequenceFileError(f"{where}: not valid YAML ({error.problem})") from None  # type: ignore[attr-defined]
+        problem = getattr(error, "problem", error)
+        raise SequenceFileError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(root, yaml.MappingNode):
         line = root.start_mark.line + 1 if root else 1
         raise SequenceFileError(f"{path}:{line}: expected a mapping with a 'tasks' list")

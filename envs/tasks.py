@@ -1,73 +1,88 @@
-"""Task names of every domain, their canonical spelling, and the errors for unknown ones.
+"""Task names of every family, their canonical spelling, and the errors for unknown ones.
 
-Canonical names: Meta-World ``hammer-v3`` (``hammer`` is accepted), DMControl
-``domain-task`` exactly as dm_control spells them (``point_mass-easy``), the pure-numpy
-test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``, and two memory families whose names are
-parsed by pattern: recall tasks ``recall-d<D>[-c<C>]...`` (envs/recall.py, domain
-``recall``) and goal-masked Meta-World ``masked<K>-<task>`` (envs/goal_mask.py, domain
-``metaworld``).  Name lists are static so that ``import crlgym`` stays fast; tests check them
-against the installed libraries.  `all_tasks` lists representative members of the parsed
-families; any other valid member builds with `crlgym.envs.make_env` all the same.
+Every family of tasks is a `crlgym.envs.families.TaskFamily` registered in `FAMILIES`
+below, in order; the functions here (and `crlgym.envs.make_env`, `expert_policy`,
+`default_episode_length`) ask the families.  Canonical names: Meta-World ``hammer-v3``
+(``hammer`` is accepted), DMControl ``domain-task`` exactly as dm_control spells them
+(``point_mass-easy``), the pure-numpy test tasks ``toy-reach-<k>`` / ``toy-mirror-<k>``, and
+two memory families whose names are parsed by pattern: recall tasks ``recall-d<D>[-c<C>]...``
+(envs/recall.py, domain ``recall``) and goal-masked Meta-World ``masked<K>-<task>``
+(envs/goal_mask.py, domain ``metaworld``).  Name lists are static so that ``import crlgym``
+stays fast; tests check them against the installed libraries.  `all_tasks` lists
+representative members of the parsed families; any other valid member builds with
+`crlgym.envs.make_env` all the same.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Literal
 
-from crlgym.envs.dmc_specs import load_dmc_specs
-from crlgym.envs.goal_mask import masked_name, split_masked_name
-from crlgym.envs.recall import (
-    RECALL_NAME_FORMAT,
-    RECALL_TASK_NAMES,
-    RecallNameError,
-    parse_recall_name,
+from crlgym.envs.dmc_env import DMControlFamily
+from crlgym.envs.families import TaskFamily
+from crlgym.envs.goal_mask import (
+    MASKED_NAME_FORMAT,
+    MASKED_TASK_NAMES,
+    GoalMaskedFamily,
+    split_masked_name,
 )
-from crlgym.envs.toy import TOY_TASK_NAMES
-
+from crlgym.envs.metaworld_env import CW10, METAWORLD_SUFFIX, METAWORLD_TASKS, MetaWorldFamily
+from crlgym.envs.recall import RecallFamily
+from crlgym.envs.toy import ToyFamily
 from crlgym.errors import UnknownTaskError
 
-Domain = Literal["metaworld", "dmc", "toy", "recall"]
+__all__ = [
+    "CW10",
+    "FAMILIES",
+    "MASKED_NAME_FORMAT",
+    "MASKED_TASK_NAMES",
+    "METAWORLD_SUFFIX",
+    "METAWORLD_TASKS",
+    "Domain",
+    "all_tasks",
+    "canonical_task_name",
+    "dmc_tasks",
+    "resolve_task",
+    "split_masked_task",
+    "task_domain",
+    "unknown_name_message",
+]
 
-#: Meta-World v3's MT50 tasks, in ``metaworld.env_dict.ALL_V3_ENVIRONMENTS`` order.
-METAWORLD_TASKS: tuple[str, ...] = (
-    "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3",
-    "button-press-topdown-v3", "button-press-topdown-wall-v3", "button-press-v3",
-    "button-press-wall-v3", "coffee-button-v3", "coffee-pull-v3", "coffee-push-v3",
-    "dial-turn-v3", "disassemble-v3", "door-close-v3", "door-lock-v3", "door-open-v3",
-    "door-unlock-v3", "hand-insert-v3", "drawer-close-v3", "drawer-open-v3",
-    "faucet-open-v3", "faucet-close-v3", "hammer-v3", "handle-press-side-v3",
-    "handle-press-v3", "handle-pull-side-v3", "handle-pull-v3", "lever-pull-v3",
-    "pick-place-wall-v3", "pick-out-of-hole-v3", "pick-place-v3", "plate-slide-v3",
-    "plate-slide-side-v3", "plate-slide-back-v3", "plate-slide-back-side-v3",
-    "peg-insert-side-v3", "peg-unplug-side-v3", "soccer-v3", "stick-push-v3",
-    "stick-pull-v3", "push-v3", "push-wall-v3", "push-back-v3", "reach-v3",
-    "reach-wall-v3", "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3",
-    "window-close-v3",
-)  # fmt: skip
+#: A family's domain (``metaworld``, ``dmc``, ``toy``, ``recall``, or a plug-in's own).
+Domain = str
 
-METAWORLD_SUFFIX = "-v3"
-
-#: Continual World's CW10, in the paper's order.
-CW10: tuple[str, ...] = (
-    "hammer-v3", "push-wall-v3", "faucet-close-v3", "push-back-v3", "stick-pull-v3",
-    "handle-press-side-v3", "push-v3", "shelf-place-v3", "window-close-v3",
-    "peg-unplug-side-v3",
-)  # fmt: skip
-
-#: Representative goal-masked tasks (registered with gymnasium): CW10 and reach, K = 10.
-MASKED_TASK_NAMES: tuple[str, ...] = tuple(masked_name(10, t) for t in (*CW10, "reach-v3"))
-MASKED_NAME_FORMAT = "masked<K>-<Meta-World task>"
+#: Every task family, by name, in order: `all_tasks` lists their names in this order, and a
+#: name belongs to the first family whose `TaskFamily.canonical` claims it.  Add a family here.
+FAMILIES: dict[str, TaskFamily] = {
+    "metaworld": MetaWorldFamily(),
+    "dmc": DMControlFamily(),
+    "toy": ToyFamily(),
+    "recall": RecallFamily(),
+    "masked": GoalMaskedFamily(),
+}
 
 
 def dmc_tasks() -> tuple[str, ...]:
     """Every DMControl suite task as ``domain-task``."""
-    return tuple(load_dmc_specs())
+    return FAMILIES["dmc"].names()
 
 
 def all_tasks() -> tuple[str, ...]:
-    """Every task name crlgym can build, canonical spelling."""
-    return METAWORLD_TASKS + dmc_tasks() + TOY_TASK_NAMES + RECALL_TASK_NAMES + MASKED_TASK_NAMES
+    """Every task name crlgym registers and lists, canonical spelling, family by family."""
+    return tuple(name for family in FAMILIES.values() for name in family.names())
+
+
+def resolve_task(name: str) -> tuple[str, TaskFamily]:
+    """The canonical spelling of ``name`` and the family it belongs to.
+
+    Raises:
+        UnknownTaskError: no family claims ``name`` (or the family whose pattern it has
+            finds it invalid); one line, with the closest valid names.
+    """
+    for family in FAMILIES.values():
+        canonical = family.canonical(name)
+        if canonical is not None:
+            return canonical, family
+    raise UnknownTaskError(unknown_name_message("task", name, all_tasks(), "crl list tasks"))
 
 
 def canonical_task_name(name: str) -> str:
@@ -77,63 +92,21 @@ def canonical_task_name(name: str) -> str:
     names are rewritten with their default parameters left out; whitespace around the name
     is ignored.
     """
-    cleaned = name.strip()
-    if cleaned in METAWORLD_TASKS or cleaned in TOY_TASK_NAMES:
-        return cleaned
-    if cleaned + METAWORLD_SUFFIX in METAWORLD_TASKS:
-        return cleaned + METAWORLD_SUFFIX
-    if cleaned == "recall" or cleaned.startswith("recall-"):
-        return _canonical_recall_name(name)
-    masked = split_masked_name(cleaned)
-    if masked is not None:
-        return _canonical_masked_name(name, *masked)
-    if cleaned in load_dmc_specs():
-        return cleaned
-    raise UnknownTaskError(unknown_name_message("task", name, all_tasks(), "crl list tasks"))
-
-
-def _canonical_recall_name(name: str) -> str:
-    try:
-        return parse_recall_name(name).name
-    except RecallNameError as error:
-        detail = f"{error}; recall tasks are named {RECALL_NAME_FORMAT}"
-        raise UnknownTaskError(
-            unknown_name_message("task", name, all_tasks(), "crl list tasks", detail=detail)
-        ) from None
-
-
-def _canonical_masked_name(name: str, visible_steps: int, inner: str) -> str:
-    if inner in METAWORLD_TASKS:
-        return masked_name(visible_steps, inner)
-    if inner + METAWORLD_SUFFIX in METAWORLD_TASKS:
-        return masked_name(visible_steps, inner + METAWORLD_SUFFIX)
-    # Suggest masked names with the K the user asked for.
-    valid = tuple(masked_name(visible_steps, t) for t in METAWORLD_TASKS)
-    detail = f"goal-masked tasks are named {MASKED_NAME_FORMAT}"
-    raise UnknownTaskError(
-        unknown_name_message("task", name, valid, "crl list tasks", detail=detail)
-    )
+    return resolve_task(name)[0]
 
 
 def task_domain(name: str) -> Domain:
-    """The domain a (canonical or short) task name belongs to.
+    """The domain a (canonical or short) task name belongs to (its family's ``domain``).
 
     Goal-masked tasks are Meta-World tasks (same simulator, expert and episode length).
     """
-    canonical = canonical_task_name(name)
-    if canonical in METAWORLD_TASKS or canonical.startswith("masked"):
-        return "metaworld"
-    if canonical in TOY_TASK_NAMES:
-        return "toy"
-    if canonical.startswith("recall-"):
-        return "recall"
-    return "dmc"
+    return resolve_task(name)[1].domain
 
 
 def split_masked_task(name: str) -> tuple[int, str] | None:
     """``(K, canonical Meta-World task)`` of a goal-masked task, None for any other task."""
-    canonical = canonical_task_name(name)
-    if canonical in METAWORLD_TASKS:
+    canonical, family = resolve_task(name)
+    if not isinstance(family, GoalMaskedFamily):
         return None
     return split_masked_name(canonical)
 

@@ -41,30 +41,40 @@ Design choices (all deliberate, for use as a continual-learning benchmark):
   controller towards the hidden goal, accounting for the mirror).  It also accepts a
   batch of observations ``(..., obs_dim)``.
 
-Only numpy and gymnasium are imported (plus the standard library).
+Only numpy and gymnasium are imported (plus the standard library and the light
+`crlgym.envs.families`); `ToyFamily` registers the task names (envs/tasks.py).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
+from crlgym.envs.families import Expert, TaskFamily
+
+if TYPE_CHECKING:
+    from crlgym.envs.make import EnvConfig
+
 __all__ = [
+    "TOY_EPISODE_LENGTH",
     "TOY_GOAL_RADIUS",
     "TOY_NUM_GOALS",
     "TOY_TASK_NAMES",
     "PointReachEnv",
+    "ToyFamily",
     "make_toy_env",
     "toy_task_goal",
 ]
 
 TOY_NUM_GOALS = 8
 TOY_GOAL_RADIUS = 0.7
+#: Default steps per episode of the toy tasks.
+TOY_EPISODE_LENGTH = 50
 TOY_TASK_NAMES: tuple[str, ...] = tuple(f"toy-reach-{k}" for k in range(TOY_NUM_GOALS)) + tuple(
     f"toy-mirror-{k}" for k in range(TOY_NUM_GOALS)
 )
@@ -95,7 +105,7 @@ def toy_task_goal(name: str) -> tuple[float, float]:
 class PointReachEnv(gym.Env):
     """2-D point reaching a hidden goal; see the module docstring."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 - gymnasium declares it an instance attribute
 
     def __init__(
         self,
@@ -287,7 +297,7 @@ def make_toy_env(
     )
     env.spec = EnvSpec(
         id=name,
-        entry_point=make_toy_env,
+        entry_point="crlgym.envs.toy:make_toy_env",
         max_episode_steps=max_episode_steps,
         kwargs={"name": name, "max_episode_steps": max_episode_steps, **kwargs},
     )
@@ -296,3 +306,33 @@ def make_toy_env(
         env.action_space.seed(int(seed))
         env.observation_space.seed(int(seed))
     return env
+
+
+class ToyFamily(TaskFamily):
+    """``toy-reach-<k>`` / ``toy-mirror-<k>``: the pure-numpy test tasks (`TOY_TASK_NAMES`)."""
+
+    domain = "toy"
+    description = "pure-numpy 2-D point reaching a hidden goal (unit tests, quick checks)"
+
+    def canonical(self, name: str) -> str | None:
+        cleaned = name.strip()
+        return cleaned if cleaned in TOY_TASK_NAMES else None
+
+    def names(self) -> tuple[str, ...]:
+        return TOY_TASK_NAMES
+
+    def make(self, name: str, config: EnvConfig, seed: int | None) -> gym.Env:
+        length = config.episode_length or TOY_EPISODE_LENGTH
+        return make_toy_env(
+            name, max_episode_steps=length, render_mode=config.render_mode, seed=seed
+        )
+
+    def default_episode_length(self, name: str) -> int:
+        return TOY_EPISODE_LENGTH
+
+    def expert(self, name: str) -> Expert:
+        return make_toy_env(name).expert_action
+
+    def spaces(self, name: str) -> tuple[spaces.Box, spaces.Box]:
+        env = make_toy_env(name)
+        return env.observation_space, env.action_space  # type: ignore[return-value]

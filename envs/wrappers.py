@@ -36,4 +36,5 @@ class EpisodeSeeding(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         self.steps_in_episode += 1
-        return self.env.step(action)
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, float(reward), terminated, truncated, info

@@ -54,7 +54,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def global_rng_state() -> dict[str, Any]:
     """Python's, NumPy's and torch's global random states, in checkpoint-safe types."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    if not isinstance(state, tuple):  # legacy=True always gives the tuple
+        raise TypeError(f"unexpected NumPy random state {type(state).__name__}")
+    name, keys, position, has_gauss, cached = state
     return {
         "python": random.getstate(),
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],

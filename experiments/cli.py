@@ -7,17 +7,18 @@ already written is touched.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from crlgym.experiments.config import add_config_options, config_option_names
-from crlgym.experiments.report import add_report_parser
+from typing import Any, NoReturn
 
 import crlgym
 from crlgym import envs
 from crlgym.errors import CrlgymError
+from crlgym.experiments.config import TrainConfig, add_config_options, config_option_names
+from crlgym.experiments.report import add_report_parser
 
 _CONFIG_OPTION_NAMES = config_option_names()
 
@@ -42,22 +43,24 @@ def _cmd_list(args: argparse.Namespace) -> None:
         )
         console.print(table)
     if what in ("all", "methods"):
-        from crlgym.agents.methods import METHODS
+        from crlgym.agents.methods import METHODS, method_options
 
         table = Table(title="methods (crl train --method NAME)")
         table.add_column("name")
         table.add_column("description")
+        table.add_column("options (--method-option KEY=VALUE), defaults")
         for name, method in METHODS.items():
-            table.add_row(name, method.description)
+            options = ", ".join(f"{o.name}={o.default}" for o in method_options(name))
+            table.add_row(name, method.description, options or "none")
         console.print(table)
     if what in ("all", "tasks"):
         table = Table(title="tasks")
         table.add_column("domain")
         table.add_column("count", justify="right")
         table.add_column("names")
-        groups = {"metaworld": [], "dmc": [], "toy": [], "recall": []}
+        groups: dict[str, list[str]] = {}  # domains in the task families' order
         for task in envs.all_tasks():
-            groups[envs.task_domain(task)].append(task)
+            groups.setdefault(envs.task_domain(task), []).append(task)
         for domain, names in groups.items():
             table.add_row(domain, str(len(names)), ", ".join(names))
         console.print(table)
@@ -66,9 +69,10 @@ def _cmd_list(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     """Scripted experts on the first CW10 tasks, with videos and success rates."""
     import numpy as np
-    from crlgym.experiments.video import write_video
     from rich.console import Console
     from rich.table import Table
+
+    from crlgym.experiments.video import write_video
 
     console = Console()
     config = envs.EnvConfig(render_mode="rgb_array", width=args.size, height=args.size)
@@ -80,16 +84,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     for index, task in enumerate(sequence.task_names):
         policy = envs.expert_policy(task)
         env = sequence.make_env(index, seed=args.seed)
-        successes, returns, frames = [], [], []
+        successes: list[float] = []
+        returns: list[float] = []
+        frames: list[np.ndarray] = []
         for episode in range(args.episodes):
             observation, _ = env.reset(seed=args.seed + episode)
-            total, done, info = 0.0, False, {}
+            total, done = 0.0, False
+            info: dict[str, Any] = {}
             record = episode == 0
             while not done:
                 if record:
-                    frames.append(env.render())
+                    frames.append(np.asarray(env.render()))  # rgb_array: one frame
                 observation, reward, terminated, truncated, info = env.step(policy(observation))
-                total += reward
+                total += float(reward)
                 done = terminated or truncated
             successes.append(float(info.get("is_success", info.get("normalized_score", 0.0))))
             returns.append(total)
@@ -105,8 +112,20 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from crlgym.experiments.config import QUICKSTART, TrainConfig, build_config, load_config_file
-    from crlgym.experiments.runner import load_run_config, run_training
+    from crlgym.experiments.runner import run_training
+
+    config = config_from_args(args)
+    started = time.perf_counter()
+    run_dir, results = run_training(config, resume=bool(args.resume), overwrite=args.overwrite)
+    _print_run_summary(run_dir, results, time.perf_counter() - started)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run configuration of ``crl train``: the resumed run's, or the --config file's (else
+    the quick start's when no --sequence is given, else the defaults) with the options given
+    on the command line on top."""
+    from crlgym.experiments.config import QUICKSTART, build_config, load_config_file
+    from crlgym.experiments.runner import load_run_config
 
     options = {
         name: value
@@ -124,21 +143,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if "progress" in options:
             config.progress = options["progress"]
     else:
-        values: dict = {}
+        values: dict[str, Any] = {}
         if args.config:
             values.update(load_config_file(args.config))
         elif "sequence" not in options:
             values.update(QUICKSTART)  # no sequence named: the quick start, with any overrides
         values.update(options)
         config = build_config(values) if values else TrainConfig()
-    started = time.perf_counter()
-    run_dir, results = run_training(config, resume=bool(args.resume), overwrite=args.overwrite)
-    _print_run_summary(run_dir, results, time.perf_counter() - started)
+    return config
 
 
 def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
-    from crlgym.experiments.report import load_run, render_table, summarize_runs, write_report
     from rich.console import Console
+
+    from crlgym.experiments.report import load_run, render_table, summarize_runs, write_report
 
     console = Console()
     report_dir = write_report([run_dir], run_dir)
@@ -155,9 +173,10 @@ def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     import numpy as np
-    from crlgym.experiments.runner import CHECKPOINT, Runner, load_run_config
     from rich.console import Console
     from rich.table import Table
+
+    from crlgym.experiments.runner import CHECKPOINT, Runner, load_run_config
 
     run_dir = Path(args.run_dir)
     config = load_run_config(run_dir)
@@ -204,10 +223,11 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_info(args: argparse.Namespace) -> None:
-    from crlgym.memory.datasets import dataset_info, load_dataset
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from crlgym.memory.datasets import dataset_info, load_dataset
 
     info = dataset_info(load_dataset(args.name, args.data_dir))
     table = Table(title=info.dataset_id, show_header=False)
@@ -237,9 +257,10 @@ def _cmd_data_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_list(args: argparse.Namespace) -> None:
-    from crlgym.memory.datasets import dataset_info, list_datasets, load_dataset, resolve_data_dir
     from rich.console import Console
     from rich.table import Table
+
+    from crlgym.memory.datasets import dataset_info, list_datasets, load_dataset, resolve_data_dir
 
     console = Console()
     ids = list_datasets(args.data_dir)
@@ -266,8 +287,9 @@ def _cmd_data_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from crlgym.experiments.pretrain import pretrain
     from rich.console import Console
+
+    from crlgym.experiments.pretrain import pretrain
 
     tasks = [task for spec in args.data for task in envs.load_sequence(spec).task_names]
     console = Console()
@@ -378,8 +400,37 @@ def _add_collect_parsers(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_cmd_data_list)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse in the ``crl`` error style: a mistake is one line that names the fix (no
+    usage block), exit status 2. Sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> NoReturn:
+    """The error for arguments no option took, naming the closest option of the command."""
+    command = parser
+    while True:  # down to the (sub-)command that parsed them
+        action = next(
+            (a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None
+        )
+        if action is None or getattr(args, action.dest, None) not in action.choices:
+            break
+        command = action.choices[getattr(args, action.dest)]
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    flags = [flag for a in command._actions for flag in a.option_strings]
+    unknown = next((word.partition("=")[0] for word in extra if word.startswith("--")), None)
+    close = difflib.get_close_matches(unknown, flags, n=1) if unknown else []
+    if close:
+        message += f" (did you mean {close[0]}?)"
+    command.error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crl", description="crlgym: continual reinforcement learning on task sequences."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -400,13 +451,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        usage="%(prog)s [-h] [--config FILE] [--resume RUN_DIR] [--overwrite] [OPTION VALUE ...]",
         help="train through a task sequence (no arguments: the quick start)",
         description="Train an agent through a task sequence, evaluating every task as it "
         "goes. Without --sequence or --config it runs the quick start (3 Continual World "
         "tasks, a small budget, a few minutes), to which other options apply; with "
-        "--sequence the defaults are Continual World's protocol (listed below).",
+        "--sequence the defaults are Continual World's protocol (listed below). The "
+        "options are grouped by what they configure; a --config YAML file takes the same "
+        "names (snake_case), flat or nested under sac:, plasticity:, dt: and l2m:.",
     )
-    train.add_argument("--config", help="YAML file of options (command-line options win)")
+    train.add_argument(
+        "--config", metavar="FILE", help="YAML file of options (command-line options win)"
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     add_config_options(train)
@@ -424,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unrecognized(parser, args, extra)
     try:
         args.run(args)
     except CrlgymError as error:

@@ -31,16 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-from crlgym.memory.datasets import (
-    DEFAULT_KIND,
-    DatasetExistsError,
-    DatasetInfo,
-    DatasetWriter,
-    dataset_exists,
-    dataset_id,
-    dataset_info,
-    resolve_data_dir,
-)
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -54,6 +44,16 @@ from rich.progress import (
 
 from crlgym import envs
 from crlgym.errors import ConfigError
+from crlgym.memory.datasets import (
+    DEFAULT_KIND,
+    DatasetExistsError,
+    DatasetInfo,
+    DatasetWriter,
+    dataset_exists,
+    dataset_id,
+    dataset_info,
+    resolve_data_dir,
+)
 
 if TYPE_CHECKING:
     from crlgym.agents.sac import SACConfig
@@ -206,9 +206,10 @@ def sac_expert(
     and whether it was reused.
     """
     import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
     from crlgym.agents.sac import ContinualSAC, SACConfig
     from crlgym.envs.wrappers import EpisodeSeeding
-    from stable_baselines3.common.callbacks import BaseCallback
 
     path = expert_weights_path(data_dir, task, seed, steps)
     sequence = envs.load_sequence(task, envs.EnvConfig(episode_length=episode_length))
@@ -234,7 +235,7 @@ def sac_expert(
 
         class _Report(BaseCallback):
             def _on_step(self) -> bool:
-                if bar is not None and self.num_timesteps % 250 == 0:
+                if progress is not None and bar is not None and self.num_timesteps % 250 == 0:
                     episodes = self.model.ep_info_buffer
                     latest = f"return {episodes[-1]['r']:.0f}" if episodes else ""
                     progress.update(bar, completed=self.num_timesteps, latest=latest)
@@ -243,7 +244,7 @@ def sac_expert(
         agent.on_task_start(0, steps)
         agent.learn(steps, callback=_Report())
         agent.on_task_end(0)
-        if bar is not None:
+        if progress is not None and bar is not None:
             progress.remove_task(bar)
         path.parent.mkdir(parents=True, exist_ok=True)
         sac_config = {**config.to_dict(), "hidden_sizes": list(config.hidden_sizes)}
@@ -335,7 +336,7 @@ def collect(
     Args:
         tasks: sequence names (``MT40``), task lists (``"reach,push"``), task names.
         episodes: episodes per task.
-        data_dir: the data directory (default ``data/datasets``).
+        data_dir: the data directory (default `DEFAULT_DATA_DIR`, ``data/datasets``).
         seed: the collection seed; episode ``i`` of a task depends on ``(seed, task, i)``.
         action_noise: Gaussian action noise std of most episodes.
         noisy_share: share of episodes collected with ``noisy_noise`` instead.

@@ -6,21 +6,24 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import inspect
 import itertools
-import textwrap
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+
 from crlgym.agents.dt import DTConfig
 from crlgym.agents.l2m import L2MConfig
 from crlgym.agents.plasticity import PlasticityConfig
 from crlgym.agents.sac import SACConfig
-
 from crlgym.errors import ConfigError
+from crlgym.memory.datasets import DEFAULT_DATA_DIR
 
 #: Command-line prefix of DTConfig fields whose names SAC's options already use
 #: (``--dt-learning-rate``); YAML files nest them under ``dt:`` instead.
@@ -44,7 +47,7 @@ class TrainConfig:
     memory, trained on each task's dataset from crl collect; budgets in gradient updates) or
     l2m (a crl pretrain model fine-tuned offline through a modulation pool; budgets in
     gradient updates)."""
-    data_dir: str = "data/datasets"
+    data_dir: str = str(DEFAULT_DATA_DIR)
     """Where offline datasets are (agent dt; crl collect writes them)."""
     method: str = "finetune"
     """Continual-learning method (crl list methods)."""
@@ -203,53 +206,57 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(values: dict[str, Any]) -> TrainConfig:
-    """TrainConfig from flat or nested values; unknown names are refused with the valid ones."""
-    groups: dict[str, tuple[type, dict[str, Any]]] = {
-        "sac": (SACConfig, {}),
-        "plasticity": (PlasticityConfig, {}),
-        "dt": (DTConfig, {}),
-        "l2m": (L2MConfig, {}),
-    }
-    train_names = {f.name for f in fields(TrainConfig)} - set(groups)
+    """TrainConfig from flat or nested values; unknown names are refused with the valid ones.
+
+    Keys are field names, ``-`` or ``_`` alike: TrainConfig's own, a section's nested under
+    it (``sac: {learning_rate: ...}``), or a section's given flat (``learning_rate``: the
+    first section that has the name, in SECTIONS order; ``dt_learning_rate``: DT's).
+    """
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    train_names = _field_names(TrainConfig) - set(SECTIONS)
     train: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name in groups and isinstance(value, dict):
-            cls, group_values = groups[name]
+        if name in SECTIONS and isinstance(value, dict):
             for sub_key, sub_value in value.items():
                 sub_name = sub_key.replace("-", "_")
-                if sub_name not in {f.name for f in fields(cls)}:
-                    raise ConfigError(f"unknown {name} option '{sub_key}'")
-                group_values[sub_name] = sub_value
+                if sub_name not in _field_names(SECTIONS[name]):
+                    hint = _did_you_mean(sub_name, _field_names(SECTIONS[name]))
+                    raise ConfigError(f"unknown {name} option '{sub_key}'{hint}")
+                sections[name][sub_name] = sub_value
         elif name == "method_options":
             train[name] = dict(value or {})
         elif name in train_names:
             train[name] = value
         elif name.startswith(DT_PREFIX) and name.removeprefix(DT_PREFIX) in _field_names(DTConfig):
-            groups["dt"][1][name.removeprefix(DT_PREFIX)] = value
+            sections["dt"][name.removeprefix(DT_PREFIX)] = value
         else:
-            group = next(
-                (values for cls, values in groups.values() if name in _field_names(cls)), None
-            )
-            if group is None:
-                raise ConfigError(f"unknown option '{key}'; see 'crl train --help'")
-            group[name] = value
-    sac = groups["sac"][1]
+            section = next((s for s, cls in SECTIONS.items() if name in _field_names(cls)), None)
+            if section is None:
+                hint = _did_you_mean(name, config_option_names() | set(SECTIONS))
+                raise ConfigError(f"unknown option '{key}'{hint}; see 'crl train --help'")
+            sections[section][name] = value
+    sac = sections["sac"]
     if "hidden_sizes" in sac:
         sac["hidden_sizes"] = tuple(sac["hidden_sizes"])
+    dt = sections["dt"]
+    if "memory_options" in dt:
+        dt["memory_options"] = dict(dt["memory_options"] or {})
     try:
-        dt = groups["dt"][1]
-        if "memory_options" in dt:
-            dt["memory_options"] = dict(dt["memory_options"] or {})
         return TrainConfig(
             **train,
             sac=SACConfig(**sac),
-            plasticity=PlasticityConfig(**groups["plasticity"][1]),
+            plasticity=PlasticityConfig(**sections["plasticity"]),
             dt=DTConfig(**dt),
-            l2m=L2MConfig(**groups["l2m"][1]),
+            l2m=L2MConfig(**sections["l2m"]),
         )
     except TypeError as error:
         raise ConfigError(str(error)) from None
+
+
+def _did_you_mean(name: str, valid: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _field_names(cls: type) -> set[str]:
@@ -257,26 +264,164 @@ def _field_names(cls: type) -> set[str]:
 
 
 # --- command-line options from the dataclasses ----------------------------------------------
+#
+# Every config field is one ``--kebab-case`` option whose help is the field's attribute
+# docstring. The options are plain argparse, in one argument group per section of the config
+# (the README's "Why argparse, not a dataclass-CLI library" has the measured reasons).
+
+#: The sections of TrainConfig, as YAML nests them (``sac:``) -> their dataclass.
+SECTIONS: dict[str, type] = {
+    "sac": SACConfig,
+    "plasticity": PlasticityConfig,
+    "dt": DTConfig,
+    "l2m": L2MConfig,
+}
+
+#: Dict fields given as a repeatable ``KEY=VALUE`` option instead of one option each.
+KEY_VALUE_OPTIONS = {"method_options": "--method-option", "memory_options": "--memory-option"}
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """One titled group of ``crl train --help``: fields of TrainConfig or of one section."""
+
+    title: str
+    section: str | None = None
+    """The TrainConfig field of the section (``sac``); None: TrainConfig's own fields."""
+    names: tuple[str, ...] | None = None
+    """Its fields, in order; None: every field that no other group lists."""
+    prefix: str = ""
+    """Prefix of the option (and flat YAML key) of a field whose name an earlier group
+    already uses (DT's ``learning_rate`` -> ``--dt-learning-rate``)."""
+
+
+#: The option groups of ``crl train --help``, in order.
+OPTION_GROUPS: tuple[OptionGroup, ...] = (
+    OptionGroup("run"),
+    OptionGroup("methods (agent sac; crl list methods)", names=("method", "method_options")),
+    OptionGroup("SAC (agent sac)", "sac"),
+    OptionGroup("plasticity (agent sac; agents/plasticity.py)", "plasticity"),
+    OptionGroup("Decision Transformer (agent dt; agents/dt.py)", "dt", prefix=DT_PREFIX),
+    OptionGroup("L2M (agent l2m: fine-tuning of a pretrained model; agents/l2m.py)", "l2m"),
+)
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """The command-line option of one config field."""
+
+    flag: str
+    """``--steps-per-task``, ``--dt-learning-rate``, ``--method-option``."""
+    dest: str
+    """argparse destination, also the field's flat YAML key (``dt_learning_rate``)."""
+    section: str | None
+    """Its section (``dt``), None for a TrainConfig field."""
+    name: str
+    """The field's name in its dataclass (``learning_rate``)."""
+    group: OptionGroup
 
 
 @cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings (the string right under each field) of a dataclass."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-        ):
-            docs[node.target.id] = " ".join(str(following.value.value).split())
-    return docs
+def config_options() -> tuple[ConfigOption, ...]:
+    """Every config option of ``crl train``, in help order."""
+    options: list[ConfigOption] = []
+    taken: set[str] = set()
+    for group in OPTION_GROUPS:
+        cls = TrainConfig if group.section is None else SECTIONS[group.section]
+        for name in _group_fields(group, cls):
+            dest = name
+            if dest in taken:
+                if not group.prefix:
+                    raise TypeError(
+                        f"{cls.__name__}.{name}: option --{name} is taken; set a prefix"
+                    )
+                dest = group.prefix + name
+            taken.add(dest)
+            flag = KEY_VALUE_OPTIONS.get(name, "--" + dest.replace("_", "-"))
+            options.append(ConfigOption(flag, dest, group.section, name, group))
+    return tuple(options)
 
 
-def _parse_bool(text: str) -> bool:
+def _group_fields(group: OptionGroup, cls: type) -> tuple[str, ...]:
+    names = [f.name for f in fields(cls) if cls is not TrainConfig or f.name not in SECTIONS]
+    if group.names is not None:
+        unknown = set(group.names) - set(names)
+        if unknown:
+            raise TypeError(f"option group {group.title!r}: {cls.__name__} has no {unknown}")
+        return group.names
+    listed = {
+        name
+        for other in OPTION_GROUPS
+        if other.section == group.section and other.names is not None
+        for name in other.names
+    }
+    return tuple(name for name in names if name not in listed)
+
+
+def config_option_names() -> set[str]:
+    """Every ``crl train`` destination that maps to a config field."""
+    return {option.dest for option in config_options()}
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--kebab-case`` option per config field, in one argument group per OptionGroup,
+    help = the field's docstring.
+
+    Defaults are None so that only options given on the command line override a file.
+    """
+    groups: dict[str, Any] = {}
+    for option in config_options():
+        if option.group.title not in groups:
+            groups[option.group.title] = parser.add_argument_group(option.group.title)
+        cls = TrainConfig if option.section is None else SECTIONS[option.section]
+        doc = field_docs(cls)[option.name]
+        if option.name in KEY_VALUE_OPTIONS:
+            kwargs: dict[str, Any] = {
+                "action": "append",
+                "type": _key_value,
+                "metavar": "KEY=VALUE",
+                "help": f"{doc} Repeat for several.",
+            }
+        else:
+            kwargs = _argument_type(_type_hints(cls)[option.name], f"{cls.__name__}.{option.name}")
+            kwargs["help"] = f"{doc} (default: {getattr(_defaults(cls), option.name)})"
+        groups[option.group.title].add_argument(
+            option.flag, dest=option.dest, default=None, **kwargs
+        )
+
+
+@cache
+def _defaults(cls: type) -> Any:
+    return cls()
+
+
+@cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _argument_type(hint: Any, where: str) -> dict[str, Any]:
+    """argparse's type/nargs/metavar/choices for a field's type hint."""
+    if hint is bool:
+        return {"type": parse_bool, "metavar": "BOOL"}
+    if hint == (bool | None):
+        return {"type": _optional(parse_bool), "metavar": "BOOL"}
+    if hint in (int, float):
+        return {"type": hint}
+    if hint in (int | None, float | None):
+        (inner,) = (arg for arg in get_args(hint) if arg is not type(None))
+        return {"type": _optional(inner)}
+    if hint in (str, str | None):
+        return {}
+    if get_origin(hint) is tuple and get_args(hint)[1:] == (Ellipsis,):
+        return {"type": get_args(hint)[0], "nargs": "+"}
+    if get_origin(hint) is Literal:
+        return {"choices": get_args(hint)}
+    raise TypeError(f"{where}: no command-line form for type {hint}; add one in {__name__}")
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off`` or ``1/0`` (any case)."""
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -285,90 +430,76 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "") else float(text)
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, with ``none`` (any case) or an empty value giving None."""
+
+    def parse_optional(text: str) -> Any:
+        return None if text.lower() in ("none", "") else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")  # argparse's error names it
+    return parse_optional
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("none", "") else int(text)
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--kebab-case`` option per TrainConfig, SACConfig and PlasticityConfig field, help =
-    its docstring.
-
-    Defaults are None so that only options given on the command line override a file.
-    """
-    taken: set[str] = set()
-    for cls, group_name in CONFIG_GROUPS:
-        group = parser.add_argument_group(group_name)
-        hints = get_type_hints(cls)
-        docs = field_docs(cls)
-        defaults = cls()
-        for item in fields(cls):
-            if item.name in ("sac", "plasticity", "dt", "l2m", "method_options", "memory_options"):
-                continue
-            hint = hints[item.name]
-            default = getattr(defaults, item.name)
-            dest = item.name if item.name not in taken else DT_PREFIX + item.name
-            taken.add(dest)
-            kwargs: dict[str, Any] = {"default": None, "dest": dest}
-            if hint is bool:
-                kwargs["type"] = _parse_bool
-                kwargs["metavar"] = "BOOL"
-            elif hint == tuple[int, ...]:
-                kwargs["type"] = int
-                kwargs["nargs"] = "+"
-            elif hint == (int | None):
-                kwargs["type"] = _optional_int
-            elif hint == (bool | None):
-                kwargs["type"] = _parse_bool
-                kwargs["metavar"] = "BOOL"
-            elif hint == (float | None):
-                kwargs["type"] = _optional_float
-            elif hint in (int, float):
-                kwargs["type"] = hint
-            kwargs["help"] = f"{docs.get(item.name, '')} (default: {default})"
-            group.add_argument(f"--{dest.replace('_', '-')}", **kwargs)
-        if cls is DTConfig:
-            group.add_argument(
-                "--memory-option",
-                dest="memory_options",
-                action="append",
-                type=_method_option,
-                metavar="KEY=VALUE",
-                help=f"{field_docs(DTConfig)['memory_options']} Repeat for several.",
-            )
-        if cls is TrainConfig:
-            group.add_argument(
-                "--method-option",
-                dest="method_options",
-                action="append",
-                type=_method_option,
-                metavar="KEY=VALUE",
-                help=f"{field_docs(TrainConfig)['method_options']} Repeat for several.",
-            )
-
-
-CONFIG_GROUPS: tuple[tuple[type, str], ...] = (
-    (TrainConfig, "run"),
-    (SACConfig, "SAC (agent sac)"),
-    (PlasticityConfig, "plasticity (agent sac; agents/plasticity.py)"),
-    (DTConfig, "Decision Transformer (agent dt; agents/dt.py)"),
-    (L2MConfig, "L2M fine-tuning of a pretrained model (agent l2m; agents/l2m.py)"),
-)
-"""The option groups of ``crl train --help``, in order."""
-
-
-def config_option_names() -> set[str]:
-    """Every ``crl train`` destination that maps to a config field."""
-    parser = argparse.ArgumentParser()
-    add_config_options(parser)
-    return {action.dest for action in parser._actions if action.dest != "help"}
-
-
-def _method_option(text: str) -> tuple[str, Any]:
+def _key_value(text: str) -> tuple[str, Any]:
     key, separator, value = text.partition("=")
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
     return key.strip().replace("-", "_"), yaml.safe_load(value)
+
+
+# --- field help: attribute docstrings ------------------------------------------------------
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The help text of every field of a dataclass, whitespace collapsed.
+
+    ``field(metadata={"help": ...})`` if a field has it, else its attribute docstring (the
+    string literal right under the field, the convention of this project), read from the
+    source of its module with `ast` -- the class found by its qualified name, fields of
+    dataclass bases included. A field whose source cannot be read (no .py shipped, a class
+    made at run time) gets "" rather than failing the command line.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_attribute_docstrings(klass))
+    return {
+        item.name: " ".join(str(item.metadata.get("help", docs.get(item.name, ""))).split())
+        for item in fields(cls)
+    }
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    tree = _module_tree(cls.__module__)
+    scope: list[ast.stmt] = tree.body if tree is not None else []
+    node: ast.ClassDef | None = None
+    for part in cls.__qualname__.split("."):  # "<locals>" finds nothing: no docs
+        # the last definition of a name is the one in force
+        node = next(
+            (n for n in reversed(scope) if isinstance(n, ast.ClassDef) and n.name == part), None
+        )
+        if node is None:
+            return {}
+        scope = node.body
+    docs: dict[str, str] = {}
+    for statement, following in itertools.pairwise(scope):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docs
+
+
+@cache
+def _module_tree(module_name: str) -> ast.Module | None:
+    module = sys.modules.get(module_name)
+    try:
+        source = inspect.getsource(module) if module is not None else None
+    except (OSError, TypeError):  # no source shipped, or a built-in module
+        return None
+    return ast.parse(source) if source else None

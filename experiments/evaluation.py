@@ -14,15 +14,17 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+
 from crlgym.envs.sequences import TaskSequence
 
 Policy = Callable[[np.ndarray, bool], np.ndarray]
 """(observation, deterministic) -> action. A policy with memory may also have
-``start_episode(task)`` (called before each episode's first action) and
+``start_episode(task_index)`` (called before each episode's first action) and
 ``observe_reward(reward)`` (called after each step)."""
 TaskContext = Callable[[int], AbstractContextManager]
 """task index -> context in which the agent acts on that task (a method's `evaluating`)."""
@@ -93,11 +95,12 @@ class EvalHistory:
         return cls(**data)
 
 
-def _start_episode(policy: Policy, task: int) -> Callable[[float], None]:
-    """Tell a policy with memory that an episode of ``task`` starts; returns where rewards go."""
+def _start_episode(policy: Policy, task_index: int) -> Callable[[float], None]:
+    """Tell a policy with memory that an episode of task ``task_index`` starts; returns where
+    rewards go."""
     start = getattr(policy, "start_episode", None)
     if start is not None:
-        start(task)
+        start(task_index)
     return getattr(policy, "observe_reward", lambda reward: None)
 
 
@@ -125,22 +128,24 @@ class Evaluator:
         self._envs: dict[int, gym.Env] = {}
         self.evaluations = 0
 
-    def _env(self, task: int) -> gym.Env:
-        if task not in self._envs:
-            self._envs[task] = self.sequence.make_env(task)
-        return self._envs[task]
+    def _env(self, task_index: int) -> gym.Env:
+        if task_index not in self._envs:
+            self._envs[task_index] = self.sequence.make_env(task_index)
+        return self._envs[task_index]
 
-    def episode_seed(self, task: int, episode: int) -> int:
-        return int(np.random.SeedSequence([self.seed, 7919, task, episode]).generate_state(1)[0])
+    def episode_seed(self, task_index: int, episode: int) -> int:
+        seeds = np.random.SeedSequence([self.seed, 7919, task_index, episode])
+        return int(seeds.generate_state(1)[0])
 
     def run_episode(
-        self, policy: Policy, task: int, episode: int, deterministic: bool
+        self, policy: Policy, task_index: int, episode: int, deterministic: bool
     ) -> tuple[float, float]:
         """(score, return) of one episode."""
-        env = self._env(task)
-        observation, _ = env.reset(seed=self.episode_seed(task, episode))
-        observe_reward = _start_episode(policy, task)
-        total, done, info = 0.0, False, {}
+        env = self._env(task_index)
+        observation, _ = env.reset(seed=self.episode_seed(task_index, episode))
+        observe_reward = _start_episode(policy, task_index)
+        total, done = 0.0, False
+        info: dict[str, Any] = {}
         while not done:
             observation, reward, terminated, truncated, info = env.step(
                 policy(observation, deterministic)
@@ -154,19 +159,19 @@ class Evaluator:
         self, policy: Policy, task_context: TaskContext | None = None
     ) -> tuple[list[TaskScores], float]:
         """Scores of every task and the seconds it took; training RNG is untouched."""
-        task_context = task_context or (lambda task: nullcontext())
+        task_context = task_context or (lambda task_index: nullcontext())
         started = time.perf_counter()
         scores = []
         with preserved_rng(), torch.no_grad():
             torch.manual_seed(self.episode_seed(self.sequence.num_tasks, self.evaluations))
-            for task in range(self.sequence.num_tasks):
-                with task_context(task):
+            for task_index in range(self.sequence.num_tasks):
+                with task_context(task_index):
                     sampled = [
-                        self.run_episode(policy, task, k, deterministic=False)
+                        self.run_episode(policy, task_index, k, deterministic=False)
                         for k in range(self.stochastic_episodes)
                     ]
                     greedy = [
-                        self.run_episode(policy, task, self.stochastic_episodes + k, True)
+                        self.run_episode(policy, task_index, self.stochastic_episodes + k, True)
                         for k in range(self.deterministic_episodes)
                     ]
                 scores.append(
@@ -185,23 +190,23 @@ class Evaluator:
     def record_video(
         self,
         policy: Policy,
-        task: int,
+        task_index: int,
         path: Path,
         seed: int,
         task_context: TaskContext | None = None,
     ) -> Path:
-        """One deterministic episode of ``task`` as mp4 at the env's frame rate."""
+        """One deterministic episode of task ``task_index`` as mp4 at the env's frame rate."""
         from crlgym.experiments.video import write_video
 
-        env = self.sequence.make_env(task, render_mode="rgb_array")
-        frames = []
-        context = task_context(task) if task_context else nullcontext()
+        env = self.sequence.make_env(task_index, render_mode="rgb_array")
+        frames: list[np.ndarray] = []
+        context = task_context(task_index) if task_context else nullcontext()
         with preserved_rng(), torch.no_grad(), context:
-            observation, _ = env.reset(seed=self.episode_seed(task, 10_000 + seed))
-            observe_reward = _start_episode(policy, task)
+            observation, _ = env.reset(seed=self.episode_seed(task_index, 10_000 + seed))
+            observe_reward = _start_episode(policy, task_index)
             done = False
             while not done:
-                frames.append(env.render())
+                frames.append(np.asarray(env.render()))
                 observation, reward, terminated, truncated, _ = env.step(policy(observation, True))
                 observe_reward(float(reward))
                 done = terminated or truncated

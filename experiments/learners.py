@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
 from crlgym.agents.methods import make_method
 from crlgym.agents.sac import ContinualSAC
 from crlgym.envs import TaskSequence
 from crlgym.envs.wrappers import EpisodeSeeding
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Logger
 
 if TYPE_CHECKING:
     from crlgym.agents.dt import DecisionTransformerAgent
+    from crlgym.agents.l2m import L2MAgent
     from crlgym.experiments.config import TrainConfig
 
 StepHook = Callable[[int], None]
@@ -51,13 +53,13 @@ class Learner(Protocol):
     def task_start_step(self) -> int:
         """``num_timesteps`` when the current task started."""
 
-    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
-        """Enter ``task`` (``fresh``: from its beginning, not a resumed middle)."""
+    def on_task_start(self, task_index: int, budget: int, first_episode: int, fresh: bool) -> None:
+        """Enter task ``task_index`` (``fresh``: from its beginning, not a resumed middle)."""
 
     def learn(self, steps: int, on_step: StepHook) -> None:
         """Spend ``steps`` of the current task's budget."""
 
-    def on_task_end(self, task: int) -> None:
+    def on_task_end(self, task_index: int) -> None:
         """The task's budget is spent."""
 
     def episode_in_task(self) -> int:
@@ -66,8 +68,8 @@ class Learner(Protocol):
     def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
         """The acting policy for evaluation (may carry ``start_episode``/``observe_reward``)."""
 
-    def task_context(self, task: int) -> AbstractContextManager:
-        """Context in which the agent acts on ``task``."""
+    def task_context(self, task_index: int) -> AbstractContextManager:
+        """Context in which the agent acts on task ``task_index``."""
 
     def set_logger(self, logger: Logger) -> None: ...
 
@@ -113,9 +115,9 @@ class SACLearner:
         self.agent.action_space.seed(config.seed)
         self._env: EpisodeSeeding | None = None
 
-    def _train_env(self, task: int, first_episode: int) -> EpisodeSeeding:
-        env = self.sequence.make_env(task)
-        seed = self.config.seed * 1000 + task
+    def _train_env(self, task_index: int, first_episode: int) -> EpisodeSeeding:
+        env = self.sequence.make_env(task_index)
+        seed = self.config.seed * 1000 + task_index
         return EpisodeSeeding(env, base_seed=seed, first_episode=first_episode)
 
     @property
@@ -126,17 +128,17 @@ class SACLearner:
     def task_start_step(self) -> int:
         return self.agent.task_start_step
 
-    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
-        self._env = self._train_env(task, first_episode)
+    def on_task_start(self, task_index: int, budget: int, first_episode: int, fresh: bool) -> None:
+        self._env = self._train_env(task_index, first_episode)
         self.agent.set_env(self._env)
         if fresh:
-            self.agent.on_task_start(task, budget)
+            self.agent.on_task_start(task_index, budget)
 
     def learn(self, steps: int, on_step: StepHook) -> None:
         self.agent.learn(steps, reset_num_timesteps=False, callback=_StepCallback(on_step))
 
-    def on_task_end(self, task: int) -> None:
-        self.agent.on_task_end(task)
+    def on_task_end(self, task_index: int) -> None:
+        self.agent.on_task_end(task_index)
 
     def episode_in_task(self) -> int:
         env = self._env
@@ -153,8 +155,8 @@ class SACLearner:
 
         return act
 
-    def task_context(self, task: int) -> AbstractContextManager:
-        return self.agent.method.evaluating(self.agent, task)
+    def task_context(self, task_index: int) -> AbstractContextManager:
+        return self.agent.method.evaluating(self.agent, task_index)
 
     def set_logger(self, logger: Logger) -> None:
         self.agent.set_logger(logger)
@@ -181,41 +183,39 @@ class _EpisodicPolicy:
     def __call__(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:
         return self.agent.act(observation, deterministic)
 
-    def start_episode(self, task: int) -> None:
-        self.agent.start_episode(task)
+    def start_episode(self, task_index: int) -> None:
+        self.agent.start_episode(task_index)
 
     def observe_reward(self, reward: float) -> None:
         self.agent.observe_reward(reward)
 
 
 def sequence_episodes(
-    sequence: TaskSequence, task: int, data_dir: str | Path
+    sequence: TaskSequence, task_index: int, data_dir: str | Path
 ) -> list[dict[str, Any]]:
     """The task's offline episodes as the sequence presents them (padded observations and
     actions when the sequence mixes spaces, one-hot task id appended when configured)."""
     from crlgym.memory.datasets import load_episodes
 
-    name = sequence.task_names[task]
+    name = sequence.task_names[task_index]
     episodes = load_episodes(name, data_dir=data_dir)
     layout = sequence.layout
     one_hot = sequence.config.one_hot_task_id
     if layout is None and not one_hot:
         return episodes
-    positions = layout.positions(name) if layout is not None else None
+    positions = None if layout is None else layout.positions(name)
     for episode in episodes:
         observations = episode["observations"]
-        if positions is not None:
+        if layout is not None and positions is not None:
             padded = np.zeros((observations.shape[0], layout.observation_dim), dtype=np.float32)
             padded[:, positions] = observations
             observations = padded
-            actions = np.zeros(
-                (episode["actions"].shape[0], layout.action_space.shape[0]), dtype=np.float32
-            )
+            actions = np.zeros((episode["actions"].shape[0], layout.action_dim), dtype=np.float32)
             actions[:, : episode["actions"].shape[1]] = episode["actions"]
             episode["actions"] = actions
         if one_hot:
             task_id = np.zeros((observations.shape[0], sequence.num_tasks), dtype=np.float32)
-            task_id[:, task] = 1.0
+            task_id[:, task_index] = 1.0
             observations = np.concatenate([observations, task_id], axis=1)
         episode["observations"] = observations
     return episodes
@@ -236,7 +236,7 @@ class DTLearner:
             action_dim=int(np.prod(sequence.action_space.shape)),
             num_tasks=sequence.num_tasks,
             config=config.dt,
-            episodes_of=lambda task: sequence_episodes(sequence, task, config.data_dir),
+            episodes_of=lambda task_index: sequence_episodes(sequence, task_index, config.data_dir),
             seed=config.seed,
         )
         self._task_start_step = 0
@@ -249,16 +249,16 @@ class DTLearner:
     def task_start_step(self) -> int:
         return self._task_start_step
 
-    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
+    def on_task_start(self, task_index: int, budget: int, first_episode: int, fresh: bool) -> None:
         if fresh:
             self._task_start_step = self.agent.num_timesteps
-            self.agent.on_task_start(task, budget)
+            self.agent.on_task_start(task_index, budget)
 
     def learn(self, steps: int, on_step: StepHook) -> None:
         self.agent.learn_updates(steps, callback=on_step)
 
-    def on_task_end(self, task: int) -> None:
-        self.agent.on_task_end(task)
+    def on_task_end(self, task_index: int) -> None:
+        self.agent.on_task_end(task_index)
 
     def episode_in_task(self) -> int:
         return 0
@@ -266,7 +266,7 @@ class DTLearner:
     def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:
         return _EpisodicPolicy(self.agent)
 
-    def task_context(self, task: int) -> AbstractContextManager:
+    def task_context(self, task_index: int) -> AbstractContextManager:
         return nullcontext()
 
     def set_logger(self, logger: Logger) -> None:
@@ -305,18 +305,13 @@ class L2MLearner(DTLearner):
     """
 
     step_unit = "updates"
+    agent: L2MAgent
 
     def __init__(self, config: TrainConfig, sequence: TaskSequence) -> None:
-        from crlgym.agents.l2m import (
-            L2MAgent,
-            PretrainedModel,
-            SpaceMap,
-            layout_episodes,
-            reward_scale_of,
-        )
-        from crlgym.memory.datasets import dataset_exists, load_episodes
-
+        from crlgym.agents.l2m import L2MAgent, PretrainedModel, reward_scale_of
+        from crlgym.envs.padding import SpaceMap, layout_episodes
         from crlgym.errors import ConfigError
+        from crlgym.memory.datasets import load_episodes, require_datasets
 
         self.config = config
         self.sequence = sequence
@@ -330,14 +325,7 @@ class L2MLearner(DTLearner):
         width = int(np.prod(sequence.action_space.shape))
         tasks = list(sequence.task_names)
         self.maps = [SpaceMap(task, layout, sequence.layout, width) for task in tasks]
-        missing = [
-            task for task in dict.fromkeys(tasks) if not dataset_exists(task, config.data_dir)
-        ]
-        if missing:
-            raise ConfigError(
-                f"no offline dataset for {', '.join(missing)} in {config.data_dir}; record them "
-                f"with 'crl collect --tasks {','.join(missing)} --data-dir {config.data_dir}'"
-            )
+        require_datasets(tasks, config.data_dir)
         known = self.pretrained.tasks
         count = min(options.pretrain_eval_tasks, len(known))
         picks = (
@@ -346,9 +334,9 @@ class L2MLearner(DTLearner):
         self.retention_tasks = [known[i] for i in picks]
         names = tasks + self.retention_tasks
 
-        def episodes_of(task: int) -> list[dict[str, Any]]:
-            return layout_episodes(load_episodes(names[task], data_dir=config.data_dir),
-                                   names[task], layout)  # fmt: skip
+        def episodes_of(task_index: int) -> list[dict[str, Any]]:
+            name = names[task_index]
+            return layout_episodes(load_episodes(name, data_dir=config.data_dir), name, layout)
 
         self.agent = L2MAgent(
             self.pretrained,
@@ -387,13 +375,13 @@ class L2MLearner(DTLearner):
             for task in self.retention_tasks:
                 self.agent.logger.record(f"pretrain_retention/{task}/score", scores[task]["score"])
 
-    def on_task_start(self, task: int, budget: int, first_episode: int, fresh: bool) -> None:
-        if fresh and task == 0 and not self.retention["steps"]:
+    def on_task_start(self, task_index: int, budget: int, first_episode: int, fresh: bool) -> None:
+        if fresh and task_index == 0 and not self.retention["steps"]:
             self._evaluate_retention()  # the pretrained model before any fine-tuning
-        super().on_task_start(task, budget, first_episode, fresh)
+        super().on_task_start(task_index, budget, first_episode, fresh)
 
-    def on_task_end(self, task: int) -> None:
-        super().on_task_end(task)
+    def on_task_end(self, task_index: int) -> None:
+        super().on_task_end(task_index)
         self._evaluate_retention()
 
     def policy(self) -> Callable[[np.ndarray, bool], np.ndarray]:

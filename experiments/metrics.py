@@ -84,6 +84,10 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+#: Forward-transfer references per task: a mapping task -> AUC, or one entry per task (a
+#: sequence or array); None or NaN marks a task without a reference.
+ReferenceAUC = Mapping[int, float | None] | Sequence[float | None] | npt.NDArray[np.floating] | None
+
 #: ``1 - AUC^b`` at or below this value means the reference run is already perfect.
 PERFECT_REFERENCE_TOL: float = 1e-12
 
@@ -103,7 +107,7 @@ def _as_int_array(values: npt.ArrayLike, name: str) -> IntArray:
     return out
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class EvalMatrix:
     """Evaluation results of one run; see the module docstring for the data model.
 
@@ -120,9 +124,11 @@ class EvalMatrix:
     eval_steps: IntArray
     task_ends: IntArray
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, success: npt.ArrayLike, eval_steps: npt.ArrayLike, task_ends: npt.ArrayLike
+    ) -> None:
         """Coerce the inputs to read-only arrays and validate them."""
-        success = np.array(self.success, dtype=np.float64)
+        success = np.array(success, dtype=np.float64)
         if success.ndim != 2:
             raise ValueError(f"success must be 2-D with shape (E, T), got shape {success.shape}")
         n_evals, n_tasks = success.shape
@@ -134,13 +140,13 @@ class EvalMatrix:
             raise ValueError("success must contain only finite values")
         success.setflags(write=False)
 
-        eval_steps = _as_int_array(self.eval_steps, "eval_steps")
+        eval_steps = _as_int_array(eval_steps, "eval_steps")
         if eval_steps.shape != (n_evals,):
             raise ValueError(
                 f"eval_steps must have shape ({n_evals},) to match success {success.shape}, "
                 f"got {eval_steps.shape}"
             )
-        task_ends = _as_int_array(self.task_ends, "task_ends")
+        task_ends = _as_int_array(task_ends, "task_ends")
         if task_ends.shape != (n_tasks,):
             raise ValueError(
                 f"task_ends must have shape ({n_tasks},) to match success {success.shape}, "
@@ -318,9 +324,7 @@ def auc_in_own_window(m: EvalMatrix, task: int) -> float:
     return float(np.mean(m.success[mask, task]))
 
 
-def _reference_list(
-    reference_auc: Mapping[int, float | None] | Sequence[float | None] | None, n_tasks: int
-) -> list[float | None]:
+def _reference_list(reference_auc: ReferenceAUC, n_tasks: int) -> list[float | None]:
     """Turn any accepted reference format into a length-``n_tasks`` list (``None`` = missing)."""
     if reference_auc is None:
         return [None] * n_tasks
@@ -347,7 +351,7 @@ def _reference_list(
 
 def forward_transfer(
     m: EvalMatrix,
-    reference_auc: Mapping[int, float | None] | Sequence[float | None] | None = None,
+    reference_auc: ReferenceAUC = None,
 ) -> ForwardTransferResult:
     """Continual World forward transfer ``FT_i = (AUC_i - AUC_i^b) / (1 - AUC_i^b)``.
 
@@ -495,7 +499,7 @@ def bootstrap_ci(
 
 def summarize(
     m: EvalMatrix,
-    reference_auc: Mapping[int, float | None] | Sequence[float | None] | None = None,
+    reference_auc: ReferenceAUC = None,
     window: int = 5,
 ) -> dict[str, float | None]:
     """All scalar summaries of a run as plain, JSON-serializable floats / ``None``.

@@ -3,7 +3,7 @@
 One Decision Transformer (no memory, reward tokens) learns from the union of several tasks'
 offline datasets (``crl collect``) in ONE padded space: the layout built over the pretraining
 tasks (envs/padding.py), saved with the checkpoint so fine-tuning maps its tasks into the same
-slots (agents/l2m.py `fit_positions` refuses tasks that do not fit). Returns-to-go and rewards
+slots (envs/padding.py `fit_positions` refuses tasks that do not fit). Returns-to-go and rewards
 are divided by each task's domain scale (Meta-World 200, DMControl 100, others 1) before they
 are embedded, so domains of very different reward magnitudes share one model.
 
@@ -33,20 +33,19 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from crlgym.agents.dt import DecisionTransformerAgent, DTConfig
 from crlgym.agents.l2m import (
     L2MAgent,
     L2MConfig,
     PretrainedModel,
-    SpaceMap,
-    layout_episodes,
     reward_scale_of,
     scale_episodes,
 )
 from crlgym.envs import EnvConfig, load_sequence
-from crlgym.envs.padding import build_layout
-
+from crlgym.envs.padding import SpaceMap, build_layout, layout_episodes
 from crlgym.errors import ConfigError
+from crlgym.memory.datasets import DEFAULT_DATA_DIR, load_episodes, require_datasets
 
 PRESETS: dict[str, DTConfig] = {
     # Trains on 2 CPU cores within minutes (~0.6M parameters with a 97-d layout).
@@ -84,9 +83,9 @@ class LayoutPolicy:
         action = self.agent.act(self._map.observations(observation), deterministic)
         return self._map.action(action)
 
-    def start_episode(self, task: int) -> None:
-        self._map = self.maps[task]
-        self.agent.start_episode(self.offset + task)
+    def start_episode(self, task_index: int) -> None:
+        self._map = self.maps[task_index]
+        self.agent.start_episode(self.offset + task_index)
 
     def observe_reward(self, reward: float) -> None:
         self.agent.observe_reward(reward)
@@ -130,8 +129,8 @@ def evaluate_tasks(
 def frozen_agent(pretrained: PretrainedModel, seed: int = 0) -> L2MAgent:
     """The pretrained model acting on its own pretraining tasks, unchanged (no training)."""
 
-    def no_data(task: int) -> list[dict]:
-        raise RuntimeError(f"the frozen pretrained agent does not train (task {task})")
+    def no_data(task_index: int) -> list[dict]:
+        raise RuntimeError(f"the frozen pretrained agent does not train (task {task_index})")
 
     return L2MAgent(
         pretrained,
@@ -152,14 +151,7 @@ def load_pretraining_data(
 ) -> tuple[list[dict[str, Any]], list[float], Any]:
     """Every task's episodes in the shared layout with scaled rewards, each task's best scaled
     return, and the layout."""
-    from crlgym.memory.datasets import dataset_exists, load_episodes
-
-    missing = [task for task in tasks if not dataset_exists(task, data_dir)]
-    if missing:
-        raise ConfigError(
-            f"no offline dataset for {', '.join(missing)} in {data_dir}; record them with "
-            f"'crl collect --tasks {','.join(missing)} --data-dir {data_dir}'"
-        )
+    require_datasets(tasks, data_dir)
     layout = build_layout(list(tasks))
     union: list[dict[str, Any]] = []
     best: list[float] = []
@@ -181,7 +173,7 @@ def pretrain(
     *,
     model: str = "small",
     updates: int = 1000,
-    data_dir: str | Path = "data/datasets",
+    data_dir: str | Path = DEFAULT_DATA_DIR,
     eval_episodes: int = 5,
     seed: int = 0,
     batch_size: int | None = None,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from crlgym.envs.sequences import TaskSequence
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
+
+from crlgym.envs.sequences import TaskSequence
 
 _UPDATE_EVERY = 100  # steps between redraws: a redraw per env step would cost real time
 
@@ -36,7 +38,7 @@ class Progress:
             console=self.console,
             disable=not enabled,
         )
-        self._task_id = None
+        self._task_id: TaskID | None = None
         self._task_start_step = 0
         self._latest = ""
 
@@ -52,12 +54,12 @@ class Progress:
     ) -> None:
         self._bar.__exit__(kind, value, traceback)
 
-    def on_task_start(self, index: int, budget: int, task_start_step: int, step: int) -> None:
+    def on_task_start(self, task_index: int, budget: int, task_start_step: int, step: int) -> None:
         if self._task_id is not None:
             self._bar.remove_task(self._task_id)
-        name = self.sequence.task_names[index]
+        name = self.sequence.task_names[task_index]
         self._task_id = self._bar.add_task(
-            f"task {index + 1}/{self.sequence.num_tasks} {name}",
+            f"task {task_index + 1}/{self.sequence.num_tasks} {name}",
             total=budget,
             completed=step - task_start_step,
             latest=self._latest,

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import time
@@ -26,9 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from stable_baselines3.common.logger import Logger, configure
+
 from crlgym.agents.methods import make_method
 from crlgym.envs import EnvConfig, TaskSequence, load_sequence
+from crlgym.errors import ConfigError, CrlgymError
 from crlgym.experiments import metrics
+from crlgym.experiments.aggregate import find_reference_aucs
 from crlgym.experiments.checkpoint import (
     global_rng_state,
     load_checkpoint,
@@ -39,9 +42,8 @@ from crlgym.experiments.config import TrainConfig, build_config
 from crlgym.experiments.evaluation import EvalHistory, Evaluator, TaskScores
 from crlgym.experiments.learners import Learner, make_learner
 from crlgym.experiments.progress import Progress
-from stable_baselines3.common.logger import Logger, configure
-
-from crlgym.errors import ConfigError, CrlgymError
+from crlgym.experiments.results import RESULTS_FILE, PolicyScores, RunResults
+from crlgym.memory.datasets import require_datasets
 
 CHECKPOINT = "checkpoints/latest.pt"
 
@@ -139,24 +141,26 @@ class Runner:
     @property
     def agent(self) -> Any:
         """The learner's agent (ContinualSAC, DecisionTransformerAgent)."""
-        return self.learner.agent  # type: ignore[attr-defined]
+        learner: Any = self.learner  # every learner has one; the Learner protocol omits it
+        return learner.agent
 
     @property
     def policy(self) -> Any:
         """The acting policy evaluations use."""
         return self.learner.policy()
 
-    def task_context(self, task: int) -> AbstractContextManager:
-        """How the agent wants to act on ``task`` (e.g. PackNet's masks)."""
-        return self.learner.task_context(task)
+    def task_context(self, task_index: int) -> AbstractContextManager:
+        """How the agent wants to act on task ``task_index`` (e.g. PackNet's masks)."""
+        return self.learner.task_context(task_index)
 
     def evaluate(self) -> list[TaskScores]:
         step = self.learner.num_timesteps
         scores, seconds = self.evaluator.evaluate(self.policy, self.task_context)
         self.state.history.append(step, scores, seconds)
-        for index, (task, score) in enumerate(zip(self.sequence.task_names, scores, strict=True)):
+        names = self.sequence.task_names
+        for task_index, (task, score) in enumerate(zip(names, scores, strict=True)):
             for mode in ("stochastic", "deterministic"):
-                prefix = f"test/{mode}/{index}/{task}"
+                prefix = f"test/{mode}/{task_index}/{task}"
                 self.logger.record(f"{prefix}/success", getattr(score, mode))
                 self.logger.record(f"{prefix}/return", getattr(score, f"{mode}_return"))
         for mode in ("stochastic", "deterministic"):
@@ -170,10 +174,10 @@ class Runner:
     def record_videos(self) -> None:
         step = self.learner.num_timesteps
         seen = self.sequence.task_names[: self.state.task_index + 1]
-        for index, task in enumerate(seen):
-            folder = task if seen.index(task) == index else f"{task}-{index}"
+        for task_index, task in enumerate(seen):
+            folder = task if seen.index(task) == task_index else f"{task}-{task_index}"
             path = Path(self.config.videos_dir) / self.config.name / folder / f"step_{step}.mp4"
-            self.evaluator.record_video(self.policy, index, path, step, self.task_context)
+            self.evaluator.record_video(self.policy, task_index, path, step, self.task_context)
             self.state.videos.append(str(path))
 
     def checkpoint(self, inside_task: bool) -> None:
@@ -194,19 +198,19 @@ class Runner:
         self.evaluator.evaluations = len(self.state.history.steps)
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunResults:
         started = time.perf_counter() - self.state.train_seconds
         learner, sequence = self.learner, self.sequence
         if not self.state.history.steps:
             self.evaluate()
         with self.progress:
             while self.state.task_index < sequence.num_tasks:
-                task = self.state.task_index
-                budget = sequence.steps_for(task, self.config.steps_per_task)
+                task_index = self.state.task_index
+                budget = sequence.steps_for(task_index, self.config.steps_per_task)
                 fresh = self.state.steps_in_task == 0
-                learner.on_task_start(task, budget, self.state.episode_in_task, fresh)
+                learner.on_task_start(task_index, budget, self.state.episode_in_task, fresh)
                 self.progress.on_task_start(
-                    task, budget, learner.task_start_step, learner.num_timesteps
+                    task_index, budget, learner.task_start_step, learner.num_timesteps
                 )
                 task_end_step = learner.task_start_step + budget
                 while self.state.steps_in_task < budget:
@@ -220,7 +224,7 @@ class Runner:
                     self.state.train_seconds = time.perf_counter() - started
                     if self.state.steps_in_task < budget:
                         self.checkpoint(inside_task=True)
-                learner.on_task_end(task)
+                learner.on_task_end(task_index)
                 self.state.task_ends.append(learner.num_timesteps)
                 self.evaluate()
                 self._log_task_metrics()
@@ -232,9 +236,9 @@ class Runner:
                 self.state.train_seconds = time.perf_counter() - started
                 self.checkpoint(inside_task=False)
         self.evaluator.close()
-        summary = self.write_results(final=True)
+        results = self.write_results(final=True)
         self.logger.close()
-        return summary
+        return results
 
     def _on_step(self, step: int, task_end_step: int) -> None:
         """After every step of a budget: evaluations and videos when due, progress."""
@@ -278,12 +282,13 @@ class Runner:
             self._reference_auc = find_reference_aucs(
                 Path(self.config.runs_dir),
                 self.sequence.task_names,
-                self.config,
+                self.config.steps_per_task,
                 exclude=self.run_dir,
             )
         return self._reference_auc
 
-    def write_results(self, final: bool = False) -> dict[str, Any]:
+    def write_results(self, final: bool = False) -> RunResults:
+        """Write results.json (and eval.csv) of the run so far; ``final`` after the last task."""
         history = self.state.history
         matrix = self.matrix()
         if final:
@@ -294,64 +299,38 @@ class Runner:
             if matrix is not None and self.sequence.num_tasks == 1
             else None
         )
-        results = {
-            "name": self.config.name,
-            "method": self.config.method_label,
-            "seed": self.config.seed,
-            "sequence": self.sequence.name,
-            "tasks": list(self.sequence.task_names),
-            "steps_per_task": [
+        tasks = self.sequence.task_names
+        shape = (len(history.steps), len(tasks))
+        results = RunResults(
+            name=self.config.name,
+            method=self.config.method_label,
+            seed=self.config.seed,
+            sequence=self.sequence.name,
+            tasks=tuple(tasks),
+            steps_per_task=tuple(
                 self.sequence.steps_for(i, self.config.steps_per_task)
                 for i in range(self.sequence.num_tasks)
-            ],
-            "task_ends": self.state.task_ends,
-            "eval_steps": history.steps,
-            "score": {"stochastic": history.stochastic, "deterministic": history.deterministic},
-            "return": {
-                "stochastic": history.stochastic_return,
-                "deterministic": history.deterministic_return,
-            },
-            "reference_auc": self.reference_auc(),
-            "single_task_auc": own_auc,
-            "metrics": summary,
-            "finished": final,
-            "wall_time_s": self.state.train_seconds,
-            "eval_time_s": history.seconds,
-            "videos": self.state.videos,
-            "agent": self.config.agent,
-            "step_unit": self.learner.step_unit,
-            **self.learner.results(),
-        }
-        _write_json_atomic(self.run_dir / "results.json", results)
-        _write_eval_csv(self.run_dir / "eval.csv", self.sequence.task_names, history)
+            ),
+            task_ends=tuple(self.state.task_ends),
+            eval_steps=tuple(history.steps),
+            score=PolicyScores.from_rows(history.stochastic, history.deterministic, shape),
+            returns=PolicyScores.from_rows(
+                history.stochastic_return, history.deterministic_return, shape
+            ),
+            reference_auc=tuple(self.reference_auc()),
+            single_task_auc=own_auc,
+            metrics=summary,
+            finished=final,
+            wall_time_s=self.state.train_seconds,
+            eval_time_s=history.seconds,
+            videos=tuple(self.state.videos),
+            agent=self.config.agent,
+            step_unit=self.learner.step_unit,
+            agent_results=self.learner.results(),
+        )
+        results.write(self.run_dir / RESULTS_FILE)
+        _write_eval_csv(self.run_dir / "eval.csv", tasks, history)
         return results
-
-
-def find_reference_aucs(
-    runs_dir: Path, tasks: tuple[str, ...], config: TrainConfig, exclude: Path | None = None
-) -> list[float | None]:
-    """AUC of finished single-task runs with the same budget, per task (None if none).
-
-    Any finished ``crl train --sequence <task>`` run in ``runs_dir`` serves as the
-    reference for forward transfer; several seeds are averaged.
-    """
-    found: dict[tuple[str, int], list[float]] = {}
-    if runs_dir.is_dir():
-        for results_file in runs_dir.glob("*/results.json"):
-            if exclude is not None and results_file.parent.resolve() == exclude.resolve():
-                continue
-            try:
-                data = json.loads(results_file.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if data.get("finished") and data.get("single_task_auc") is not None:
-                key = (data["tasks"][0], data["steps_per_task"][0])
-                found.setdefault(key, []).append(float(data["single_task_auc"]))
-    references: list[float | None] = []
-    for task in tasks:
-        values = found.get((task, config.steps_per_task))
-        references.append(float(np.mean(values)) if values else None)
-    return references
 
 
 def _seed_everything(seed: int) -> None:
@@ -362,28 +341,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _write_eval_csv(path: Path, tasks: tuple[str, ...], history: EvalHistory) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "task_index", "task", "mode", "success", "return"])
         for row, step in enumerate(history.steps):
-            for index, task in enumerate(tasks):
+            for task_index, task in enumerate(tasks):
                 for mode in ("stochastic", "deterministic"):
                     writer.writerow(
                         [
                             step,
-                            index,
+                            task_index,
                             task,
                             mode,
-                            getattr(history, mode)[row][index],
-                            getattr(history, f"{mode}_return")[row][index],
+                            getattr(history, mode)[row][task_index],
+                            getattr(history, f"{mode}_return")[row][task_index],
                         ]
                     )
     os.replace(tmp, path)
@@ -392,12 +365,13 @@ def _write_eval_csv(path: Path, tasks: tuple[str, ...], history: EvalHistory) ->
 def run_training(
     config: TrainConfig, *, resume: bool = False, overwrite: bool = False
 ) -> tuple[Path, dict[str, Any]]:
-    """Train (or resume) a run; returns its directory and final results."""
+    """Train (or resume) a run; returns its directory and its final results.json object
+    (:meth:`RunResults.to_json`)."""
     # Refuse bad names and options before anything is written to disk.
     make_method(config.method, **config.method_options)
     sequence = load_sequence(config.sequence, steps_per_task=config.steps_per_task)
     if config.agent == "dt":
-        _check_datasets(sequence, config.data_dir)
+        require_datasets(sequence.task_names, config.data_dir, episodes=200)
     run_dir = prepare_run_dir(config, resume=resume, overwrite=overwrite)
     if not resume:
         config.save_yaml(run_dir / "config.yaml")
@@ -410,18 +384,7 @@ def run_training(
             raise RunDirectoryError(f"{run_dir} already finished; nothing to resume")
     else:
         _write_config_text(runner.logger, config)
-    return run_dir, runner.run()
-
-
-def _check_datasets(sequence: TaskSequence, data_dir: str) -> None:
-    from crlgym.memory.datasets import dataset_exists
-
-    missing = [task for task in sequence.task_names if not dataset_exists(task, data_dir)]
-    if missing:
-        raise ConfigError(
-            f"no offline dataset for {', '.join(missing)} in {data_dir}; record them with "
-            f"'crl collect --tasks {','.join(missing)} --episodes 200 --data-dir {data_dir}'"
-        )
+    return run_dir, runner.run().to_json()
 
 
 def _write_config_text(logger: Logger, config: TrainConfig) -> None:

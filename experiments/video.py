@@ -21,9 +21,12 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1) as writer:
+    writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1)
+    try:
         for frame in frames:
             writer.append_data(_even_sized(frame))
+    finally:
+        writer.close()
     os.replace(tmp, path)
     return path
 

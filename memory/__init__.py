@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from crlgym.errors import ConfigError
 from crlgym.memory.attention import MultiHeadReadout, full_attention
 from crlgym.memory.base import MemoryLayer, MemoryState
 from crlgym.memory.full import FullAttentionConfig, FullAttentionMemory, StepMemoryState
 from crlgym.memory.hcam import HCAMConfig, HCAMMemory, HCAMReadInfo, HCAMState
 from crlgym.memory.lstm import LSTMConfig, LSTMMemory, LSTMState
 from crlgym.memory.window import WindowConfig, WindowMemory
-
-from crlgym.errors import ConfigError
 
 __all__ = [
     "MEMORY_KINDS",
@@ -46,7 +45,7 @@ __all__ = [
     "make_memory",
 ]
 
-_LAYERS: dict[str, tuple[type[MemoryLayer], type]] = {
+_LAYERS: dict[str, tuple[type[MemoryLayer[Any]], type]] = {
     "hcam": (HCAMMemory, HCAMConfig),
     "window": (WindowMemory, WindowConfig),
     "full": (FullAttentionMemory, FullAttentionConfig),
@@ -56,7 +55,7 @@ MEMORY_KINDS: tuple[str, ...] = tuple(_LAYERS)
 """The names `make_memory` accepts."""
 
 
-def make_memory(kind: str, d_model: int, **options: Any) -> MemoryLayer:
+def make_memory(kind: str, d_model: int, **options: Any) -> MemoryLayer[Any]:
     """The memory layer ``kind`` for hidden states of width ``d_model``.
 
     ``options`` are fields of the kind's config dataclass (e.g. ``chunk_size=32`` for
@@ -72,4 +71,4 @@ def make_memory(kind: str, d_model: int, **options: Any) -> MemoryLayer:
             f"unknown option(s) {', '.join(unknown)} for memory {kind!r}; "
             f"valid options: {', '.join(valid)}"
         )
-    return layer(d_model, config(**options))  # type: ignore[call-arg]
+    return layer(d_model, config(**options))

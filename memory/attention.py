@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -97,15 +98,21 @@ def attend(
     mask = torch.cat([visible for _, visible in sources], dim=-1).unsqueeze(2)  # (B,T,1,N)
     weights = masked_softmax(torch.cat(scores, dim=-1) * scale, mask).split(sizes, dim=-1)
     if fold:
-        pooled = sum(
-            torch.einsum("bthn,bnd->bthd", weight, states)
-            for weight, (states, _) in zip(weights, sources, strict=True)
-        )
+        pooled = cast(
+            Tensor,
+            sum(
+                torch.einsum("bthn,bnd->bthd", weight, states)
+                for weight, (states, _) in zip(weights, sources, strict=True)
+            ),
+        )  # a sum of tensors (sources is not empty)
         out = readout.values_of_pooled(pooled)
     else:
-        out = sum(
-            torch.einsum("bthn,bnhe->bthe", weight, readout.split(readout.value(states)))
-            for weight, (states, _) in zip(weights, sources, strict=True)
+        out = cast(
+            Tensor,
+            sum(
+                torch.einsum("bthn,bnhe->bthe", weight, readout.split(readout.value(states)))
+                for weight, (states, _) in zip(weights, sources, strict=True)
+            ),
         ).flatten(-2)
     return readout.output(out.reshape(batch, steps, readout.d_model))
 

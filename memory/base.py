@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +67,7 @@ class MemoryState:
         return type(self)(**values)
 
 
-class MemoryLayer(nn.Module):
+class MemoryLayer(nn.Module, Generic[StateT]):
     """A memory read/write, swappable inside a transformer block (``--memory`` option).
 
     Attributes:
@@ -88,13 +88,13 @@ class MemoryLayer(nn.Module):
 
     def initial_state(
         self, batch_size: int, device: torch.device | str = "cpu"
-    ) -> MemoryState:  # pragma: no cover - abstract
+    ) -> StateT:  # pragma: no cover - abstract
         """An empty memory for ``batch_size`` parallel streams (episodes) on ``device``."""
         raise NotImplementedError
 
     def forward(
-        self, hidden: Tensor, state: MemoryState, episode_start: Tensor | None = None
-    ) -> tuple[Tensor, MemoryState]:  # pragma: no cover - abstract
+        self, hidden: Tensor, state: StateT, episode_start: Tensor | None = None
+    ) -> tuple[Tensor, StateT]:  # pragma: no cover - abstract
         """Read for T new steps, then write them.
 
         Args:

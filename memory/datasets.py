@@ -31,11 +31,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-from crlgym.envs.tasks import canonical_task_name
 
+from crlgym.envs.tasks import canonical_task_name
 from crlgym.errors import ConfigError, CrlgymError
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ __all__ = [
     "load_episodes",
     "load_task_dataset",
     "minari_datasets_path",
+    "require_datasets",
     "resolve_data_dir",
     "resolve_dataset_id",
     "returns_to_go",
@@ -136,6 +137,33 @@ def dataset_path(name: str, data_dir: str | os.PathLike[str] | None = None) -> P
 def dataset_exists(name: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether a dataset (task name or dataset id) is in the data directory."""
     return (dataset_path(name, data_dir) / "data" / "metadata.json").is_file()
+
+
+def require_datasets(
+    tasks: Iterable[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    episodes: int | None = None,
+) -> None:
+    """Refuse, in one line, tasks whose dataset is not in the data directory.
+
+    Args:
+        tasks: task names (repeats are named once).
+        data_dir: where to look (default `DEFAULT_DATA_DIR`).
+        episodes: put ``--episodes N`` in the suggested ``crl collect`` command.
+
+    Raises:
+        ConfigError: some datasets are missing; the message names them and the ``crl
+            collect`` command that records them.
+    """
+    missing = [task for task in dict.fromkeys(tasks) if not dataset_exists(task, data_dir)]
+    if missing:
+        where = DEFAULT_DATA_DIR if data_dir is None else data_dir
+        count = "" if episodes is None else f" --episodes {episodes}"
+        raise ConfigError(
+            f"no offline dataset for {', '.join(missing)} in {where}; record them with "
+            f"'crl collect --tasks {','.join(missing)}{count} --data-dir {where}'"
+        )
 
 
 @contextmanager
@@ -314,7 +342,7 @@ def sample_segments(
     if pad not in ("left", "right"):
         raise ConfigError(f"pad must be 'left' or 'right', got {pad!r}")
     episodes: Sequence[Mapping[str, Any]] = (
-        source
+        cast("Sequence[Mapping[str, Any]]", source)  # episodes, not a dataset or its name
         if isinstance(source, Sequence) and not isinstance(source, str)
         else load_episodes(source)
     )
@@ -415,12 +443,13 @@ def dataset_info(
         returns = np.array([float(a["return"]) for a in attrs])
         flags = [a.get("success") for a in attrs]
     else:
-        returns, flags = [], []
+        totals: list[float] = []
+        flags = []
         for episode in dataset.iterate_episodes(indices):
-            returns.append(float(np.sum(episode.rewards)))
+            totals.append(float(np.sum(episode.rewards)))
             infos = episode.infos or {}
             flags.append(bool(np.any(infos["success"])) if "success" in infos else None)
-        returns = np.asarray(returns, dtype=np.float64)
+        returns = np.asarray(totals, dtype=np.float64)
     collection = dict(metadata.get("collection", {}))
     has_success = bool(metadata.get("has_success", any(f is not None for f in flags)))
     success_rate = float(np.mean([bool(f) for f in flags])) if has_success and len(flags) else None

@@ -8,8 +8,12 @@ layers can be compared with the same weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import Tensor
+
+from crlgym.errors import ConfigError
 from crlgym.memory.attention import MultiHeadReadout, attend, full_attention
 from crlgym.memory.base import (
     MemoryLayer,
@@ -18,9 +22,6 @@ from crlgym.memory.base import (
     check_positive_int,
     segment_episodes,
 )
-from torch import Tensor
-
-from crlgym.errors import ConfigError
 
 __all__ = [
     "FullAttentionConfig",
@@ -69,7 +70,7 @@ class StepMemoryState(MemoryState):
     """Steps written so far."""
 
 
-class StepAttentionMemory(MemoryLayer):
+class StepAttentionMemory(MemoryLayer[StepMemoryState]):
     """Multi-head attention of each query over the last ``capacity`` steps before it.
 
     Step t of a segment reads the stored steps and the earlier steps of its own segment
@@ -87,9 +88,12 @@ class StepAttentionMemory(MemoryLayer):
         self.capacity = capacity
         self.readout = MultiHeadReadout(d_model, heads)
 
-    def load_readout(self, other: MemoryLayer) -> None:
+    def load_readout(self, other: MemoryLayer[Any]) -> None:
         """Copy the projections of another attention memory (e.g. an `HCAMMemory`)."""
-        self.readout.load_state_dict(other.readout.state_dict())  # type: ignore[union-attr]
+        readout = other.readout
+        if not isinstance(readout, MultiHeadReadout):
+            raise TypeError(f"{type(other).__name__} has no attention readout to copy")
+        self.readout.load_state_dict(readout.state_dict())
 
     def initial_state(
         self,

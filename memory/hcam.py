@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import Tensor, nn
+
+from crlgym.errors import ConfigError
 from crlgym.memory.attention import MultiHeadReadout, masked_softmax, sinusoidal_positions
 from crlgym.memory.base import (
     MemoryLayer,
@@ -21,9 +24,6 @@ from crlgym.memory.base import (
     check_positive_int,
     segment_episodes,
 )
-from torch import Tensor, nn
-
-from crlgym.errors import ConfigError
 
 POSITIONS = ("learned", "sinusoidal", "none")
 
@@ -98,7 +98,7 @@ class HCAMReadInfo:
     """(B, T, k) the chunk weights (softmax over the selected relevances; 0 for -1)."""
 
 
-class HCAMMemory(MemoryLayer):
+class HCAMMemory(MemoryLayer[HCAMState]):
     """Hierarchical Chunk Attention Memory over the block's past hidden states.
 
     Write: every step's hidden state is accumulated (detached); every C steps the open chunk
@@ -152,15 +152,14 @@ class HCAMMemory(MemoryLayer):
         """Empty memory; ``dtype`` defaults to the layer's weights'."""
         dtype = dtype or self.readout.query.weight.dtype
         size, capacity, d = self.config.chunk_size, self.config.capacity, self.d_model
-        zeros_long = {"dtype": torch.long, "device": device}
         return HCAMState(
             chunks=torch.zeros(batch_size, capacity, size, d, dtype=dtype, device=device),
-            chunk_episodes=torch.zeros(batch_size, capacity, size, **zeros_long),
+            chunk_episodes=torch.zeros(batch_size, capacity, size, dtype=torch.long, device=device),
             summaries=torch.zeros(batch_size, capacity, d, dtype=dtype, device=device),
-            chunk_index=torch.full((capacity,), -1, **zeros_long),
+            chunk_index=torch.full((capacity,), -1, dtype=torch.long, device=device),
             pending=torch.zeros(batch_size, size, d, dtype=dtype, device=device),
-            pending_episodes=torch.zeros(batch_size, size, **zeros_long),
-            episode=torch.zeros(batch_size, **zeros_long),
+            pending_episodes=torch.zeros(batch_size, size, dtype=torch.long, device=device),
+            episode=torch.zeros(batch_size, dtype=torch.long, device=device),
             step=0,
         )
 

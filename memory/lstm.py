@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from crlgym.memory.base import MemoryLayer, MemoryState, check_bool, check_positive_int
 from torch import Tensor, nn
+
+from crlgym.memory.base import MemoryLayer, MemoryState, check_bool, check_positive_int
 
 
 @dataclass
@@ -34,7 +35,7 @@ class LSTMState(MemoryState):
     """(B, hidden_size) cell state after the last written step."""
 
 
-class LSTMMemory(MemoryLayer):
+class LSTMMemory(MemoryLayer[LSTMState]):
     """An LSTM run over the block's hidden states, its output projected to d_model.
 
     Step t's read is the projected LSTM output after consuming steps up to and including t

@@ -9,6 +9,9 @@ from typing import Any
 import minari
 import numpy as np
 import pytest
+
+import crlgym
+from crlgym import envs
 from crlgym.experiments.cli import main
 from crlgym.experiments.collect import (
     collect,
@@ -25,12 +28,10 @@ from crlgym.memory.datasets import (
     load_episodes,
     load_task_dataset,
     minari_datasets_path,
+    require_datasets,
     returns_to_go,
     sample_segments,
 )
-
-import crlgym
-from crlgym import envs
 
 TOY_TASKS = ("toy-reach-0", "toy-mirror-1")
 SEED = 3
@@ -265,6 +266,24 @@ def test_missing_dataset_names_the_collect_command(
         load_task_dataset("reach", tmp_path)
     assert main(["data", "info", "reach", "--data-dir", str(tmp_path)]) == 2
     assert "no dataset crlgym/reach-v3/expert-v0" in capsys.readouterr().err
+
+
+def test_require_datasets_names_every_missing_task_once(tmp_path: Path) -> None:
+    from crlgym.errors import ConfigError
+
+    require_datasets([], tmp_path)  # nothing to check
+    with pytest.raises(ConfigError) as error:
+        require_datasets(["toy-reach-0", "reach", "toy-reach-0"], tmp_path, episodes=200)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message == (
+        f"no offline dataset for toy-reach-0, reach in {tmp_path}; record them with "
+        f"'crl collect --tasks toy-reach-0,reach --episodes 200 --data-dir {tmp_path}'"
+    )
+    collect(["toy-reach-0"], episodes=2, data_dir=tmp_path, progress=False)
+    require_datasets(["toy-reach-0"], tmp_path)
+    with pytest.raises(ConfigError, match=r"for reach in .*'crl collect --tasks reach --data-dir"):
+        require_datasets(["toy-reach-0", "reach"], tmp_path)
 
 
 def test_dataset_ids() -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, checkpoint_round_trip
+from stable_baselines3.common.logger import Logger
+from torch import nn
+
+from crlgym import envs
 from crlgym.agents.dt import (
     DecisionTransformerAgent,
     DTConfig,
     detokenize_actions,
     tokenize_actions,
 )
-from stable_baselines3.common.logger import Logger
-from torch import nn
-
-from crlgym import envs
 from crlgym.errors import ConfigError
+from tests.helpers import assert_same_state, checkpoint_round_trip
 
 OBS, ACT = 5, 3
 MEMORIES = {
@@ -145,6 +145,7 @@ def test_named_projections_are_linear_layers() -> None:
         assert isinstance(modules[f"blocks.1.{name}"], nn.Linear)
 
 
+@pytest.mark.integration  # trains a model
 def test_continuous_head_learns_a_state_to_action_map() -> None:
     episodes = random_episodes(16, 8)
     for episode in episodes:
@@ -368,11 +369,13 @@ def train_recall(episodes: list[dict], memory: str, options: dict) -> DecisionTr
     return agent
 
 
+@pytest.mark.integration  # trains a model
 def test_hcam_policy_recalls_the_cue_across_the_delay(recall_data: list[dict]) -> None:
     agent = train_recall(recall_data, "hcam", {"chunk_size": 4, "top_k": 2})
     assert recall_success(agent) >= 0.9  # chance: 0.25
 
 
+@pytest.mark.integration  # trains a model
 def test_window_shorter_than_the_delay_stays_near_chance(recall_data: list[dict]) -> None:
     agent = train_recall(recall_data, "window", {"window": 4})
     assert recall_success(agent) <= 0.5

@@ -8,7 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import check_registered_env
+
+import crlgym
+from crlgym import envs
 from crlgym.envs.goal_mask import (
     GOAL_SLICE,
     MASKED_OBSERVATION_SPACE,
@@ -17,9 +19,7 @@ from crlgym.envs.goal_mask import (
 )
 from crlgym.envs.metaworld_env import METAWORLD_OBSERVATION_SPACE, metaworld_expert
 from crlgym.envs.tasks import MASKED_TASK_NAMES, split_masked_task
-
-import crlgym
-from crlgym import envs
+from tests.helpers import check_registered_env
 
 
 @pytest.mark.parametrize("visible", [1, 10])
@@ -60,6 +60,7 @@ def test_observation_space_keeps_goal_bounds_widened_to_zero() -> None:
     assert np.all(np.isfinite(MASKED_OBSERVATION_SPACE.low[GOAL_SLICE]))
 
 
+@pytest.mark.integration  # gymnasium's checker renders every mode
 def test_registered_env_passes_the_checker() -> None:
     check_registered_env("masked10-reach-v3")
 
@@ -100,6 +101,7 @@ def _success_rate(task: str, policy_for_episode: Any, episodes: int = 10) -> flo
     return float(np.mean(successes))
 
 
+@pytest.mark.integration  # full expert episodes
 def test_memory_expert_succeeds_where_the_memoryless_one_fails() -> None:
     expert = envs.expert_policy("masked10-reach")  # one object across episodes
     assert isinstance(expert, MaskedGoalExpert)

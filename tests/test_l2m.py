@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+
 from crlgym.agents.dt import DecisionTransformerAgent, detokenize_actions, tokenize_actions
-from crlgym.agents.l2m import (
-    L2MAgent,
-    L2MConfig,
-    PretrainedModel,
-    SpaceMap,
-    layout_episodes,
-    reward_scale_of,
-)
+from crlgym.agents.l2m import L2MAgent, L2MConfig, PretrainedModel, reward_scale_of
+from crlgym.agents.l2m_full import EWCFineTuning
+from crlgym.agents.l2m_pool import PoolStrategy
+from crlgym.agents.l2m_prompts import PromptStrategy
+from crlgym.agents.l2m_strategy import SelectingStrategy
+from crlgym.envs.padding import SpaceMap, layout_episodes
+from crlgym.errors import ConfigError
 from crlgym.experiments.cli import main
 from crlgym.experiments.collect import collect
 from crlgym.experiments.pretrain import PRESETS, frozen_agent, load_pretraining_data, pretrain
 from crlgym.memory.datasets import load_episodes
 
-from crlgym.errors import ConfigError
+pytestmark = pytest.mark.integration  # pretrains and fine-tunes models
 
 TASKS = ["toy-reach-0", "toy-reach-4"]
 
@@ -67,13 +69,13 @@ def task_episodes(pretrained: PretrainedModel, data_dir: Path) -> dict[int, list
     }
 
 
-def make_agent(checkpoint: Path, data_dir: Path, **options: object) -> L2MAgent:
+def make_agent(checkpoint: Path, data_dir: Path, **options: Any) -> L2MAgent:
     pretrained = PretrainedModel.load(checkpoint)
     episodes = task_episodes(pretrained, data_dir)
     return L2MAgent(
         pretrained,
         num_tasks=len(TASKS),
-        config=L2MConfig(l2m_batch_size=4, l2m_warmup=2, **options),  # type: ignore[arg-type]
+        config=L2MConfig(l2m_batch_size=4, l2m_warmup=2, **options),
         episodes_of=episodes.__getitem__,
         reward_scales=[reward_scale_of(task) for task in TASKS],
     )
@@ -99,7 +101,8 @@ def replayed_outputs(
 ) -> torch.Tensor:
     """The agent's outputs while replaying the first ``steps`` steps of ``episode`` as task
     ``task``, acting with the entry merged into the weights or with per-sample modulation."""
-    agent.merge_for_acting = merged
+    assert isinstance(agent.strategy, PoolStrategy)
+    agent.strategy.merge_for_acting = merged
     agent.start_episode(task)
     return torch.stack(
         [
@@ -117,7 +120,8 @@ def test_l2m_keeps_every_parameter_outside_the_pool_bit_identical(
 ) -> None:
     agent = make_agent(checkpoint, data_dir, modulator=modulator)
     before = base_parameters(agent)
-    pool_before = {k: v.clone() for k, v in agent.pool.state_dict().items()}  # type: ignore[union-attr]
+    assert agent.pool is not None
+    pool_before = {k: v.clone() for k, v in agent.pool.state_dict().items()}
     fine_tune(agent)
     after = base_parameters(agent)
     assert before.keys() == after.keys() and len(before) > 20
@@ -237,7 +241,9 @@ def test_full_fine_tuning_moves_the_base_and_the_oracle_uses_the_task_entry(
     for task in range(len(TASKS)):
         oracle.on_task_start(task)
         oracle.learn_updates(2)
-        assert oracle._selection is not None and set(oracle._selection.flatten().tolist()) == {task}
+        assert isinstance(oracle.strategy, PoolStrategy)
+        selection = oracle.strategy.selection
+        assert selection is not None and set(selection.flatten().tolist()) == {task}
         oracle.on_task_end(task)
         oracle.start_episode(task)
         oracle.act(np.zeros(oracle.observation_dim, dtype=np.float32))
@@ -295,7 +301,7 @@ def test_acting_with_merged_weights_matches_the_per_sample_modulation(
     # Training moves the pool, so merged weights are recomputed, not reused stale.
     agent.on_task_start(0)
     agent.learn_updates(1)
-    assert not agent._merged
+    assert isinstance(agent.strategy, PoolStrategy) and not agent.strategy.merged
 
 
 def test_top_k_selection_trains_k_entries_per_task_and_acts_with_their_average(
@@ -308,7 +314,9 @@ def test_top_k_selection_trains_k_entries_per_task_and_acts_with_their_average(
     assert int((agent.pool.usage > 0).sum()) == 4
     episode = task_episodes(PretrainedModel.load(checkpoint), data_dir)[1][0]
     merged = replayed_outputs(agent, episode, task=1, steps=8, merged=True)
-    assert agent._act_selection is not None and agent._act_selection.shape == (1, 2)
+    assert isinstance(agent.strategy, SelectingStrategy)
+    selection = agent.strategy.act_selection
+    assert selection is not None and selection.shape == (1, 2)
     unmerged = replayed_outputs(agent, episode, task=1, steps=8, merged=False)
     torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="pool_top_k"):
@@ -346,14 +354,15 @@ def test_ewc_holds_the_weights_that_matter_for_earlier_tasks(
         agent.on_task_end(0)
         anchor = {n: p.detach().clone() for n, p in agent.model.named_parameters()}
         if mode == "ewc":
-            assert agent._fisher is not None and agent._anchor is not None
-            fisher = agent._fisher
+            assert isinstance(agent.strategy, EWCFineTuning) and not agent.strategy.anchor.empty
+            fisher = agent.strategy.anchor.importance
             assert all(bool((f >= 0).all()) for f in fisher.values())
             assert sum(float(f.sum()) for f in fisher.values()) > 0
-            penalty = agent.ewc_penalty()
+            penalty = agent.strategy.penalty(agent)
             assert penalty is not None and float(penalty.detach()) == 0.0  # at the anchor
         else:
-            assert agent.ewc_penalty() is None
+            assert not isinstance(agent.strategy, EWCFineTuning)
+            assert agent.strategy.loss_term(agent) is None
         agent.on_task_start(1)
         agent.learn_updates(6)
         drift[mode] = {
@@ -386,15 +395,15 @@ def test_l2m_options_reach_the_config() -> None:
 
 def test_l2p_trains_only_its_prompts_and_prepends_them(checkpoint: Path, data_dir: Path) -> None:
     agent = make_agent(checkpoint, data_dir, l2m_mode="l2p", prompt_pool_size=10)
-    prompts = agent.prompts
-    assert prompts is not None and agent.pool is None
+    strategy = agent.strategy
+    assert isinstance(strategy, PromptStrategy) and agent.pool is None
     before = {n: v.clone() for n, v in agent.model.state_dict().items()}
     fine_tune(agent, updates=4)
     after = agent.model.state_dict()
     for name, value in before.items():
         moved = not torch.equal(value, after[name])
         assert moved == name.startswith("prompt_pool."), name
-    assert agent._selection is None or agent._selection.shape[1] == 5
+    assert strategy.selection is None or strategy.selection.shape[1] == 5
     # The prefix changes what the frozen model computes, and acting uses the episode's prompts.
     pretrained = PretrainedModel.load(checkpoint)
     episode = task_episodes(pretrained, data_dir)[0][0]
@@ -403,6 +412,95 @@ def test_l2p_trains_only_its_prompts_and_prepends_them(checkpoint: Path, data_di
     agent.start_episode(0)
     args = (episode["observations"][0], episode["actions"][0], float(episode["rewards"][0]))
     assert not torch.allclose(base.replay(*args), agent.replay(*args))
-    assert agent._act_selection is not None and agent._act_selection.shape == (1, 5)
+    assert strategy.act_selection is not None and strategy.act_selection.shape == (1, 5)
     share = agent.entry_share()
     assert share is not None and 0 < share < 0.05
+
+
+def test_every_mode_is_a_strategy_found_by_name() -> None:
+    from crlgym.agents.l2m_modes import STRATEGIES, make_strategy
+
+    assert list(STRATEGIES) == ["l2m", "shared-lora", "oracle", "full", "ewc", "l2p"]
+    for name, cls in STRATEGIES.items():
+        strategy = make_strategy(L2MConfig(l2m_mode=name))
+        assert type(strategy) is cls and strategy.name == name and cls.description
+    with pytest.raises(ConfigError) as error:
+        L2MConfig(l2m_mode="adapters")
+    message = str(error.value)
+    assert "\n" not in message and "'adapters'" in message
+    assert all(name in message for name in STRATEGIES)
+
+
+def test_the_ewc_penalty_is_the_coefficient_times_the_fisher_weighted_drift() -> None:
+    from types import SimpleNamespace
+
+    strategy = EWCFineTuning(L2MConfig(l2m_mode="ewc", ewc_coef=3.0))
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    agent: Any = SimpleNamespace(model=model)
+    assert strategy.penalty(agent) is None  # nothing consolidated yet
+    strategy.anchor.consolidate(dict(model.named_parameters()), {"w": torch.tensor([0.5, 2.0])})
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([2.0, 0.0]))
+    penalty = strategy.penalty(agent)
+    # 3 * (0.5 * (2 - 1)^2 + 2 * (0 - 2)^2) = 3 * 8.5
+    assert penalty is not None and float(penalty.detach()) == pytest.approx(25.5)
+    # A second task adds its Fisher and moves the anchor.
+    strategy.anchor.consolidate(dict(model.named_parameters()), {"w": torch.tensor([1.0, 0.0])})
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([3.0, 1.0]))
+    penalty = strategy.penalty(agent)
+    assert penalty is not None and float(penalty.detach()) == pytest.approx(3 * (1.5 * 1 + 2 * 1))
+    # States saved before QuadraticAnchor (the agent's ``fisher``/``anchor``) still load.
+    old = EWCFineTuning(L2MConfig(l2m_mode="ewc", ewc_coef=3.0))
+    old.load_state_dict(
+        {"selection": None, "query": None,
+         "fisher": {"w": torch.tensor([1.5, 2.0])}, "anchor": {"w": torch.tensor([2.0, 0.0])}}
+    )  # fmt: skip
+    restored = old.penalty(agent)
+    assert restored is not None and torch.equal(restored, penalty)
+    fresh = EWCFineTuning(L2MConfig(l2m_mode="ewc"))
+    fresh.load_state_dict({"selection": None, "query": None, "fisher": None, "anchor": None})
+    assert fresh.anchor.empty
+    fresh.load_state_dict(strategy.state_dict())
+    assert torch.equal(fresh.anchor.importance["w"], torch.tensor([1.5, 2.0]))
+
+
+def test_a_new_mode_plugs_in_without_changing_the_agent(
+    checkpoint: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crlgym.agents.l2m_modes import STRATEGIES
+    from crlgym.agents.l2m_strategy import FineTuningStrategy
+
+    calls: list[str] = []
+
+    class HeadOnly(FineTuningStrategy):
+        """A toy mode: only the action head trains, with a small L2 pull to zero."""
+
+        name = "head-only"
+        description = "the action head alone"
+
+        def attach(self, agent: L2MAgent, weights: Mapping[str, torch.Tensor], seed: int) -> None:
+            super().attach(agent, weights, seed)
+            for name, parameter in agent.model.named_parameters():
+                parameter.requires_grad_(name.startswith("head."))
+
+        def on_task_start(self, agent: L2MAgent, task_index: int) -> None:
+            calls.append(f"start {task_index}")
+
+        def loss_term(self, agent: L2MAgent) -> torch.Tensor | None:
+            calls.append("loss")
+            return 1e-3 * agent.model.head.weight.square().sum()
+
+        def on_task_end(self, agent: L2MAgent, task_index: int) -> None:
+            calls.append(f"end {task_index}")
+
+    monkeypatch.setitem(STRATEGIES, HeadOnly.name, HeadOnly)
+    agent = make_agent(checkpoint, data_dir, l2m_mode="head-only")
+    assert isinstance(agent.strategy, HeadOnly)
+    before = base_parameters(agent)
+    fine_tune(agent, updates=2)
+    after = base_parameters(agent)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved == {"head.weight", "head.bias"}
+    assert calls == ["start 0", "loss", "loss", "end 0", "start 1", "loss", "loss", "end 1"]

@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import checkpoint_round_trip
+from torch import Tensor
+
+from crlgym.errors import ConfigError
 from crlgym.memory import (
     MEMORY_KINDS,
     FullAttentionMemory,
@@ -18,9 +20,7 @@ from crlgym.memory import (
     full_attention,
     make_memory,
 )
-from torch import Tensor
-
-from crlgym.errors import ConfigError
+from tests.helpers import checkpoint_round_trip
 
 D = 16
 HEADS = 4

@@ -5,21 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, checkpoint_round_trip
-from crlgym.agents.methods.agem import AGEM, agem_project
-from crlgym.agents.methods.base import ContinualMethod
-from crlgym.agents.methods.replay import (
-    ClonEx,
-    Replay,
-    ReservoirMemory,
-    Transitions,
-    sac_actor_loss,
-    sac_critic_loss,
-    task_transitions,
-)
-from crlgym.agents.sac import ContinualSAC, SACConfig
 
 from crlgym import envs
+from crlgym.agents.methods.agem import AGEM, agem_project
+from crlgym.agents.methods.base import ContinualMethod
+from crlgym.agents.methods.common import ReservoirMemory, Transitions, task_transitions
+from crlgym.agents.methods.replay import ClonEx, Replay
+from crlgym.agents.sac import ContinualSAC
+from crlgym.agents.sac_losses import sac_actor_loss, sac_critic_loss
+from tests.helpers import assert_same_state, checkpoint_round_trip, make_sac_agent, train_task
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -35,27 +29,8 @@ NO_UPDATES = {"random_steps": 10_000, "update_after": 10_000}  # only collect da
 def make_agent(
     method: ContinualMethod | None = None, **overrides
 ) -> tuple[ContinualSAC, envs.TaskSequence]:
-    """A tiny two-task agent on the toy tasks (the pattern of tests/test_sac.py)."""
-    config = SACConfig(**{**SMALL, **overrides})
-    sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0),
-        num_tasks=2,
-        config=config,
-        method=method,
-        task_id_dims=2,
-        seed=0,
-    )
-    return agent, sequence
-
-
-def train_task(agent: ContinualSAC, sequence: envs.TaskSequence, task: int, steps: int) -> None:
-    if task > 0:
-        agent.set_env(sequence.make_env(task, seed=task))
-    agent.on_task_start(task)
-    agent.learn(steps, reset_num_timesteps=False)
-    agent.on_task_end(task)
+    """A tiny two-task agent on the toy tasks."""
+    return make_sac_agent(method=method, **{**SMALL, **overrides})
 
 
 def after_first_task(method: ContinualMethod, task_1_steps: int = 100, **overrides):
@@ -234,13 +209,15 @@ def test_reservoir_add_in_one_batch_is_uniform() -> None:
 def test_replay_losses_use_old_tasks_with_their_own_ids() -> None:
     method = Replay(batch_size=32)
     agent, _ = make_agent(method=method, **NO_UPDATES)
-    assert method.critic_aux_loss(agent, None) is None  # the current batch is not used
-    assert method.actor_aux_loss(agent, None) is None
+    assert method.sample_extra_batch(agent) is None  # nothing remembered yet
+    assert method.critic_aux_loss(agent, None, None) is None  # the current batch is not used
+    assert method.actor_aux_loss(agent, None, None) is None
     agent, _ = after_first_task(method)
     assert len(method.memory) == 300
     assert (task_ids(method.memory.data["observations"]) == 0).all()
-    critic_loss = method.critic_aux_loss(agent, None)
-    actor_loss = method.actor_aux_loss(agent, None)
+    extra = method.sample_extra_batch(agent)
+    critic_loss = method.critic_aux_loss(agent, None, extra)
+    actor_loss = method.actor_aux_loss(agent, None, extra)
     for loss in (critic_loss, actor_loss):
         assert loss is not None and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad
     agent.on_task_end(1)
@@ -274,9 +251,10 @@ def test_clonex_kl_is_zero_for_the_unchanged_policy_and_grows_with_perturbation(
     assert (task_ids(stored["observations"]) == 0).all()
 
     assert method.kl(agent, stored).item() < 1e-6
-    assert method.actor_aux_loss(agent, None).item() < 1e-6
-    assert method.critic_aux_loss(agent, None).item() < 1e-10
-    loss = method.actor_aux_loss(agent, None)
+    extra = method.sample_extra_batch(agent)
+    assert method.actor_aux_loss(agent, None, extra).item() < 1e-6
+    assert method.critic_aux_loss(agent, None, extra).item() < 1e-10
+    loss = method.actor_aux_loss(agent, None, extra)
     assert loss.requires_grad
 
     original = [p.detach().clone() for p in agent.actor.parameters()]
@@ -292,8 +270,9 @@ def test_clonex_kl_is_zero_for_the_unchanged_policy_and_grows_with_perturbation(
 def test_clonex_critic_regularizer_is_off_by_default() -> None:
     method = ClonEx(states_per_task=50)
     agent, _ = after_first_task(method)
-    assert method.critic_aux_loss(agent, None) is None
-    assert method.actor_aux_loss(agent, None) is not None
+    extra = method.sample_extra_batch(agent)
+    assert method.critic_aux_loss(agent, None, extra) is None
+    assert method.actor_aux_loss(agent, None, extra) is not None
 
 
 # --- through the agent and checkpoints --------------------------------------------------
@@ -308,6 +287,7 @@ def test_clonex_critic_regularizer_is_off_by_default() -> None:
     ],
     ids=["agem", "replay", "clonex"],
 )
+@pytest.mark.integration  # trains agents
 def test_methods_train_with_the_agent(method: ContinualMethod) -> None:
     agent, sequence = make_agent(method=method, random_steps=50, update_after=50)
     train_task(agent, sequence, 0, 100)
@@ -354,3 +334,92 @@ def test_task_transitions_match_the_buffer() -> None:
         data["next_observations"].numpy(), buffer.next_observations[:40, 0]
     )
     assert data["dones"].sum() == 0  # toy episodes only end by time limit: no true dones
+
+
+# --- one extra batch per gradient step, handed to both losses ------------------------------
+
+
+def recording(cls: type[ContinualMethod]) -> type[ContinualMethod]:
+    """``cls`` that records, per hook call, the extra batch it was given or returned."""
+
+    class Recording(cls):
+        def __init__(self, **options) -> None:
+            super().__init__(**options)
+            self.calls: list[tuple[str, object]] = []
+
+        def sample_extra_batch(self, agent):
+            extra = super().sample_extra_batch(agent)
+            self.calls.append(("sample", extra))
+            return extra
+
+        def critic_aux_loss(self, agent, batch, extra):
+            self.calls.append(("critic", extra))
+            return super().critic_aux_loss(agent, batch, extra)
+
+        def actor_aux_loss(self, agent, batch, extra):
+            self.calls.append(("actor", extra))
+            return super().actor_aux_loss(agent, batch, extra)
+
+    return Recording
+
+
+@pytest.mark.integration  # trains agents
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (Replay, {"capacity": 500, "batch_size": 16}),
+        (ClonEx, {"states_per_task": 60, "batch_size": 16, "critic_coef": 1.0}),
+        (ClonEx, {"states_per_task": 60, "batch_size": 16}),
+        (ContinualMethod, {}),
+    ],
+    ids=["replay", "clonex", "clonex-actor-only", "finetune"],
+)
+def test_each_gradient_step_hands_one_extra_batch_to_both_losses(cls, options) -> None:
+    method = recording(cls)(**options)
+    agent, sequence = make_agent(method=method, random_steps=20, update_after=20)
+    train_task(agent, sequence, 0, 40)
+    steps_0 = agent._n_updates
+    train_task(agent, sequence, 1, 40)
+    steps = agent._n_updates
+    assert steps_0 > 0 and steps > steps_0
+    assert [kind for kind, _ in method.calls] == ["sample", "critic", "actor"] * steps
+    triples = [method.calls[i : i + 3] for i in range(0, len(method.calls), 3)]
+    for index, ((_, sampled), (_, critic), (_, actor)) in enumerate(triples):
+        assert critic is sampled and actor is sampled  # the very same object
+        if cls is ContinualMethod or index < steps_0:
+            assert sampled is None  # no method batch, or nothing remembered yet
+        else:
+            assert sampled is not None
+    if cls is not ContinualMethod:
+        extras = [sampled for _, sampled in method.calls[3 * steps_0 :: 3]]
+        first = extras[0].observations if cls is Replay else extras[0]["observations"]
+        second = extras[1].observations if cls is Replay else extras[1]["observations"]
+        assert (task_ids(first) == 0).all() and not torch.equal(first, second)  # fresh per step
+
+
+def test_memory_losses_use_the_extra_batch_they_are_given() -> None:
+    method = ClonEx(states_per_task=100, batch_size=32, critic_coef=2.0)
+    agent, _ = after_first_task(method)
+    extra = method.sample_extra_batch(agent)
+    stored = extra["q_values"]
+    q1, q2 = agent.critic(extra["observations"], extra["actions"])
+    expected = 2.0 * 0.5 * (((q1 - stored[:, :1]) ** 2).mean() + ((q2 - stored[:, 1:]) ** 2).mean())
+    torch.testing.assert_close(method.critic_aux_loss(agent, None, extra), expected)
+    torch.testing.assert_close(method.actor_aux_loss(agent, None, extra), method.kl(agent, extra))
+    assert method.critic_aux_loss(agent, None, None) is None
+    assert method.actor_aux_loss(agent, None, None) is None
+    off = ClonEx(states_per_task=100, coef=0.0)
+    off.memory = method.memory
+    assert off.sample_extra_batch(agent) is None  # neither loss would use it: nothing drawn
+    replay = Replay(capacity=500, batch_size=8)
+    replay.memory.add(task_transitions(agent))
+    batch = replay.sample_extra_batch(agent)
+    assert isinstance(batch, Transitions) and batch.observations.shape[0] == 8
+    torch.manual_seed(3)
+    given = replay.actor_aux_loss(agent, None, batch)
+    torch.manual_seed(3)
+    torch.testing.assert_close(given, sac_actor_loss(agent, batch.observations))
+    torch.manual_seed(3)
+    critic = replay.critic_aux_loss(agent, None, batch)
+    torch.manual_seed(3)
+    torch.testing.assert_close(critic, sac_critic_loss(agent, batch))

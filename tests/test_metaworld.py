@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import check_registered_env, rollout
-from crlgym.envs.metaworld_env import GOAL_HIGH, GOAL_LOW, METAWORLD_OBSERVATION_SPACE
-from crlgym.envs.sequences import CW10
 
 import crlgym
 from crlgym import envs
+from crlgym.envs.metaworld_env import GOAL_HIGH, GOAL_LOW, METAWORLD_OBSERVATION_SPACE
+from crlgym.envs.sequences import CW10
+from tests.helpers import check_registered_env, rollout
 
 SAMPLE_MT50 = ("reach-v3", "door-open-v3", "pick-place-v3", "assembly-v3", "sweep-into-v3")
 
@@ -20,6 +20,7 @@ def test_task_list_matches_metaworld() -> None:
     assert tuple(ALL_V3_ENVIRONMENTS) == envs.METAWORLD_TASKS
 
 
+@pytest.mark.integration  # builds all 50 tasks
 def test_observation_bounds_are_the_union_of_every_tasks_true_bounds() -> None:
     """Meta-World advertises goal bounds of 0; ours hold every task's goal space exactly."""
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -44,6 +45,7 @@ def test_observation_bounds_are_the_union_of_every_tasks_true_bounds() -> None:
 
 
 @pytest.mark.parametrize("task", CW10 + SAMPLE_MT50)
+@pytest.mark.integration  # gymnasium's checker renders every mode
 def test_env_checker(task: str) -> None:
     check_registered_env(task)
 
@@ -141,6 +143,7 @@ EXPERT_BAR = {task: (10, 200, 8) for task in CW10} | {
 
 
 @pytest.mark.parametrize("task", CW10)
+@pytest.mark.integration  # full expert episodes
 def test_scripted_expert_solves_cw10(task: str) -> None:
     """Meta-World's scripted policy reaches success in >= 80% of seeded episodes."""
     episodes, limit, required = EXPERT_BAR[task]

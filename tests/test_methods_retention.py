@@ -9,16 +9,23 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, checkpoint_round_trip
-from crlgym.agents.methods import METHODS, make_method
-from crlgym.agents.sac import ContinualSAC, SACConfig
 
 from crlgym import envs
+from crlgym.agents.methods import METHODS, make_method
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from tests.helpers import assert_same_state, checkpoint_round_trip, make_sac_agent
+
+pytestmark = pytest.mark.integration  # trains agents
 
 # Goals at 0, 180 and 90 degrees; the goal is hidden, so the tasks conflict and only the
 # task id (multi-head, as in Continual World) tells them apart.
 SEQUENCE = "toy-reach-0,toy-reach-4,toy-reach-2"
-STEPS_PER_TASK = 1500
+# Measured (every method, seeds 0 and 1): after 1000 steps per task every method learns each
+# task (success 1.0 on task 0 after task 0 and on the last task), fine-tuning forgets task 0
+# completely and no protecting method forgets anything; after 750 the assertions still hold
+# (seed 0), but the regularizers reach only 0.4-0.8 on the last task. 1500 gave the same
+# scores as 1000 at 1.6x the time.
+STEPS_PER_TASK = 1000
 CONFIG = SACConfig(
     hidden_sizes=(64, 64),
     random_steps=300,
@@ -38,17 +45,8 @@ PROTECTING = [name for name in METHODS if name != "finetune"]
 
 
 def make_agent(method: str, seed: int = 0) -> tuple[ContinualSAC, envs.TaskSequence]:
-    sequence = envs.load_sequence(SEQUENCE, envs.EnvConfig(one_hot_task_id=True))
-    torch.manual_seed(seed)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=seed),
-        num_tasks=sequence.num_tasks,
-        config=CONFIG,
-        method=make_method(method, **TOY_OPTIONS.get(method, {})),
-        task_id_dims=sequence.num_tasks,
-        seed=seed,
-    )
-    return agent, sequence
+    options = TOY_OPTIONS.get(method, {})
+    return make_sac_agent(SEQUENCE, config=CONFIG, method=make_method(method, **options), seed=seed)
 
 
 def success(agent: ContinualSAC, sequence: envs.TaskSequence, task: int) -> float:
@@ -122,7 +120,8 @@ def test_method_state_survives_a_checkpoint(method: str) -> None:
         for subject in (agent, clone):
             torch.manual_seed(0)  # memory-based methods draw their own batches
             np.random.seed(0)
-            losses.append(getattr(subject.method, hook)(subject, batch))
+            extra = subject.method.sample_extra_batch(subject)
+            losses.append(getattr(subject.method, hook)(subject, batch, extra))
         mine, theirs = losses
         if mine is None:
             assert theirs is None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
+
 from crlgym.experiments.metrics import (
     EvalMatrix,
     auc_in_own_window,
@@ -270,9 +272,9 @@ def test_summarize_is_json_serializable(m3: EvalMatrix) -> None:
         (np.zeros((0, 1)), [], [10], "at least one evaluation"),
     ],
 )
-def test_validation_errors(success: object, steps: object, ends: object, match: str) -> None:
+def test_validation_errors(success: Any, steps: Any, ends: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        EvalMatrix(success, steps, ends)  # type: ignore[arg-type]
+        EvalMatrix(success, steps, ends)
 
 
 def test_matrix_is_read_only_and_bad_arguments(m3: EvalMatrix) -> None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
 from crlgym.agents.modulation import (
     DEFAULT_SITES,
     ModulatedLinear,
@@ -23,9 +26,6 @@ from crlgym.agents.modulation import (
     state_query,
     trainable_parameters,
 )
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from crlgym.errors import ConfigError
 
 OBS, D_MODEL, STEPS, OUTPUTS = 8, 32, 5, 4
@@ -271,6 +271,7 @@ def test_attach_wraps_sites_freezes_model_and_keeps_state_dict_keys() -> None:
         model(EVAL_SETS[0][0])
 
 
+@pytest.mark.integration  # trains a model
 def test_two_tasks_leave_every_base_parameter_bit_identical(two_task_run: TwoTaskRun) -> None:
     run = two_task_run
     pool_names = {f"modulation_pool.{name}" for name, _ in run.pool.named_parameters()}
@@ -285,6 +286,7 @@ def test_two_tasks_leave_every_base_parameter_bit_identical(two_task_run: TwoTas
         assert eval_loss(run.model, run.pool, task) < 0.6 * run.initial_loss[task]
 
 
+@pytest.mark.integration  # trains a model
 def test_tasks_train_different_entries_and_evaluation_routes_by_task(
     two_task_run: TwoTaskRun,
 ) -> None:
@@ -383,6 +385,7 @@ def test_batched_per_sample_selection_equals_a_loop_and_top2_averages(kind: str)
     assert torch.equal(pool.select(query, training=False), expected)
 
 
+@pytest.mark.integration  # trains a model
 def test_oracle_per_task_entries() -> None:
     model, _, pool = modulated(ModulationConfig.per_task(2))
     assert torch.equal(pool.select_by_task(1, 4), torch.ones(4, 1, dtype=torch.long))
@@ -404,6 +407,7 @@ def test_oracle_per_task_entries() -> None:
     assert losses[1] < 0.5 * losses[0]
 
 
+@pytest.mark.integration  # trains a model
 def test_single_shared_lora_is_trained_by_every_task() -> None:
     model, _, pool = modulated(ModulationConfig.single())
     query = torch.randn(10, D_MODEL)
@@ -420,6 +424,7 @@ def test_single_shared_lora_is_trained_by_every_task() -> None:
     assert losses[1] < 0.5 * losses[0]
 
 
+@pytest.mark.integration  # trains a model
 def test_pool_state_dict_round_trip(two_task_run: TwoTaskRun, tmp_path) -> None:
     trained = copy.deepcopy(two_task_run.model)
     pool = trained.modulation_pool

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import checkpoint_round_trip
-from crlgym.agents.methods.packnet import FREE, PackNet
-from crlgym.agents.sac import ContinualSAC, SACConfig
-from stable_baselines3.common.logger import Logger
 
 import crlgym
 from crlgym import envs
+from crlgym.agents.methods.packnet import FREE, PackNet
+from crlgym.agents.sac import ContinualSAC
+from tests.helpers import TOY_PAIR, checkpoint_round_trip, make_sac_agent
+
+pytestmark = pytest.mark.integration  # trains agents
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -29,25 +30,18 @@ BUDGET, RETRAIN = 300, 100
 
 
 def make_agent(
-    tasks: str = "toy-reach-0,toy-reach-4",
+    tasks: str = TOY_PAIR,
     method: PackNet | None = None,
     policy_kwargs: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[ContinualSAC, envs.TaskSequence]:
-    config = SACConfig(**{**SMALL, **overrides})
-    sequence = envs.load_sequence(tasks, envs.EnvConfig(one_hot_task_id=True))
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0),
-        num_tasks=sequence.num_tasks,
-        config=config,
+    return make_sac_agent(
+        tasks,
         method=method or PackNet(retrain_steps=RETRAIN),
-        task_id_dims=sequence.num_tasks,
-        seed=0,
         policy_kwargs=policy_kwargs,
+        silent_logger=True,
+        **{**SMALL, **overrides},
     )
-    agent.set_logger(Logger(folder=None, output_formats=[]))
-    return agent, sequence
 
 
 def start_task(agent: ContinualSAC, sequence: envs.TaskSequence, task: int, budget: int) -> None:

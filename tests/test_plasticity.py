@@ -11,7 +11,8 @@ import math
 
 import pytest
 import torch
-from conftest import checkpoint_round_trip
+from torch import nn
+
 from crlgym.agents.plasticity import (
     AdaptiveReplayRatio,
     PlasticityConfig,
@@ -32,11 +33,9 @@ from crlgym.agents.plasticity import (
     trace_unit_layers,
     weight_norm,
 )
-from crlgym.agents.sac import ContinualSAC, SACConfig
-from torch import nn
-
-from crlgym import envs
+from crlgym.agents.sac import ContinualSAC
 from crlgym.errors import ConfigError
+from tests.helpers import checkpoint_round_trip, make_sac_agent
 
 # --- a network whose active and dormant units are known by hand ---------------------------
 
@@ -167,11 +166,8 @@ def test_a_linear_called_twice_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def sac() -> tuple[ContinualSAC, torch.Tensor, torch.Tensor]:
-    config = SACConfig(hidden_sizes=(16, 16, 16, 16), random_steps=10, update_after=10)
-    sequence = envs.load_sequence("toy-reach-0,toy-mirror-0", envs.EnvConfig(one_hot_task_id=True))
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0), num_tasks=2, config=config, task_id_dims=2, seed=0
+    agent, sequence = make_sac_agent(
+        "toy-reach-0,toy-mirror-0", hidden_sizes=(16, 16, 16, 16), random_steps=10, update_after=10
     )
     generator = torch.Generator().manual_seed(0)
     observations = torch.randn(64, sequence.observation_space.shape[0], generator=generator)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from crlgym.agents.plasticity import PlasticityConfig
-from crlgym.agents.sac import ContinualSAC, SACConfig
-from crlgym.experiments.config import build_config
 
-from crlgym import envs
+from crlgym.agents.plasticity import PlasticityConfig
+from crlgym.agents.sac import ContinualSAC
 from crlgym.errors import ConfigError
+from crlgym.experiments.config import build_config
+from tests.helpers import make_sac_agent
+
+pytestmark = pytest.mark.integration  # trains agents
 
 SMALL = {
     "hidden_sizes": (32, 32),
@@ -24,18 +26,7 @@ SMALL = {
 
 
 def make_agent(plasticity: PlasticityConfig, **sac: object) -> tuple[ContinualSAC, object]:
-    config = SACConfig(**{**SMALL, **sac})
-    sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0),
-        num_tasks=2,
-        config=config,
-        plasticity=plasticity,
-        task_id_dims=2,
-        seed=0,
-    )
-    return agent, sequence
+    return make_sac_agent(plasticity=plasticity, **{**SMALL, **sac})
 
 
 def run_task(agent: ContinualSAC, sequence, task: int, steps: int) -> None:
@@ -104,7 +95,7 @@ def test_periodic_and_task_start_resets_are_logged_when_due() -> None:
     agent, sequence = make_agent(config)
     run_task(agent, sequence, 0, 400)
     run_task(agent, sequence, 1, 200)
-    events = [(e.step, e.task, e.details["reason"]) for e in agent.plasticity.events]
+    events = [(e.step, e.task_index, e.details["reason"]) for e in agent.plasticity.events]
     assert events == [(200, 0, "periodic"), (400, 0, "periodic"), (400, 1, "task-start"),
                       (600, 1, "periodic")]  # fmt: skip
 

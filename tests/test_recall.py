@@ -9,7 +9,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import check_registered_env
+
+import crlgym
+from crlgym import envs
 from crlgym.envs.make import default_episode_length
 from crlgym.envs.padding import RECALL_SLOT
 from crlgym.envs.recall import (
@@ -19,9 +21,7 @@ from crlgym.envs.recall import (
     make_recall_env,
     parse_recall_name,
 )
-
-import crlgym
-from crlgym import envs
+from tests.helpers import check_registered_env
 
 
 def _episode(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -44,10 +46,58 @@ def test_make_passes_config_fields() -> None:
     env.close()
 
 
-def test_module_prefix_registers_without_importing_envs_first() -> None:
-    code = "import gymnasium as g; e = g.make('envs:crlgym/toy-reach-0'); print(e.spec.id)"
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert output.stdout.strip() == "crlgym/toy-reach-0", output.stderr
+# --- the installed namespace, each in a fresh interpreter -----------------------------------
+# cwd=tmp_path and no PYTHONPATH keep the repository root (and its bare folders) off
+# sys.path, as for a user of the installed package.
+
+
+def run_fresh(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.integration  # a fresh interpreter importing torch or Meta-World
+def test_subpackages_import_from_the_installed_namespace(tmp_path: Path) -> None:
+    code = "import crlgym.agents, crlgym.envs, crlgym.memory, crlgym.experiments"
+    result = run_fresh(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("bare", ["agents", "envs", "memory", "experiments"])
+def test_bare_folder_names_are_not_importable(bare: str, tmp_path: Path) -> None:
+    code = (
+        f"try:\n    import {bare}\nexcept ModuleNotFoundError as error:\n    print(error.name)\n"
+        f"else:\n    print('imported', {bare}.__file__)"
+    )
+    result = run_fresh(code, tmp_path)
+    assert result.stdout.strip() == bare, result.stdout + result.stderr
+
+
+@pytest.mark.integration  # a fresh interpreter importing torch or Meta-World
+def test_module_prefix_registers_without_importing_crlgym_first(tmp_path: Path) -> None:
+    code = (
+        "import sys, gymnasium\n"
+        "assert 'crlgym' not in sys.modules\n"
+        "env = gymnasium.make('crlgym:crlgym/hammer-v3')\n"
+        "env.reset(seed=0)\n"
+        "print(env.spec.id)"
+    )
+    result = run_fresh(code, tmp_path)
+    assert result.stdout.strip() == "crlgym/hammer-v3", result.stderr
+
+
+@pytest.mark.integration  # a fresh interpreter importing torch or Meta-World
+def test_metrics_and_memory_do_not_import_the_simulators(tmp_path: Path) -> None:
+    code = (
+        "import sys, crlgym.experiments.metrics, crlgym.memory\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules}"
+        " & {'mujoco', 'metaworld', 'dm_control'}))"
+    )
+    result = run_fresh(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.slow

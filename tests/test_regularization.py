@@ -6,12 +6,25 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import checkpoint_round_trip
-from crlgym.agents.methods.regularization import EWC, L2, MAS, ParameterRegularizer
-from crlgym.agents.sac import ContinualSAC, SACConfig, select_head, split_task_id
 from torch import nn
 
-from crlgym import envs
+from crlgym.agents.methods import METHODS as BY_NAME
+from crlgym.agents.methods import make_method, method_options
+from crlgym.agents.methods.common import QuadraticAnchor
+from crlgym.agents.methods.regularization import (
+    EWC,
+    L2,
+    MAS,
+    EWCOptions,
+    L2Options,
+    MASOptions,
+    ParameterRegularizer,
+    RegularizerOptions,
+    SampledImportanceOptions,
+)
+from crlgym.agents.sac import select_head, split_task_id
+from crlgym.errors import ConfigError
+from tests.helpers import checkpoint_round_trip, make_sac_agent
 
 IN_DIM, ACTION_DIM, STATES = 3, 2, 12
 
@@ -103,17 +116,17 @@ METHODS = [L2, EWC, MAS]
 @pytest.mark.parametrize("cls", METHODS)
 def test_nothing_before_the_first_task_ends(cls: type[ParameterRegularizer]) -> None:
     method, agent = fast(cls, regularize_critic=True), tiny_agent()
-    assert method.actor_aux_loss(agent, None) is None
-    assert method.critic_aux_loss(agent, None) is None
+    assert method.actor_aux_loss(agent, None, None) is None
+    assert method.critic_aux_loss(agent, None, None) is None
 
 
 def test_l2_penalty_is_coef_times_squared_distance() -> None:
     method, agent = L2(coef=3.0), tiny_agent(num_heads=1)
-    assert L2().coef == 1e5 and EWC().coef == 1e4 and MAS().coef == 1e4
+    assert L2().options.coef == 1e5 and EWC().options.coef == 1e4 and MAS().options.coef == 1e4
     old = {name: p.detach().clone() for name, p in agent.actor.named_parameters()}
     method.on_task_end(agent, 0)
     perturb(agent.actor)
-    penalty = method.actor_aux_loss(agent, None)
+    penalty = method.actor_aux_loss(agent, None, None)
     assert penalty is not None and penalty.item() > 0
     torch.testing.assert_close(penalty, torch.tensor(3.0 * distance(agent.actor, old)))
 
@@ -129,7 +142,7 @@ def test_one_sgd_step_on_the_penalty_pulls_parameters_back(
     before = distance(agent.actor, old)
     largest = max(float(w.max()) for w in method.importance["actor"].values())
     optimizer = torch.optim.SGD(agent.actor.parameters(), lr=0.5 / (2.0 * 2.0 * largest))
-    method.actor_aux_loss(agent, None).backward()
+    method.actor_aux_loss(agent, None, None).backward()
     optimizer.step()
     assert distance(agent.actor, old) < before
 
@@ -145,7 +158,7 @@ def test_a_new_tasks_head_is_free_and_the_finished_one_keeps_its_importance(
         assert (per_head[0] > 0).all() and (per_head[1] == 0).all()
     with torch.no_grad():  # training task 1 moves only its head: no penalty
         agent.actor.mu.weight[ACTION_DIM:] += 1.0
-    assert method.actor_aux_loss(agent, None).item() == 0.0
+    assert method.actor_aux_loss(agent, None, None).item() == 0.0
 
 
 @pytest.mark.parametrize("cls", METHODS)
@@ -168,9 +181,10 @@ def test_only_the_actor_is_regularized_by_default() -> None:
     old = {name: p.detach().clone() for name, p in agent.critic.named_parameters()}
     perturb(agent.critic)
     assert "critic" not in default.importance
-    assert default.critic_aux_loss(agent, None) is None
+    assert default.critic_aux_loss(agent, None, None) is None
     torch.testing.assert_close(
-        with_critic.critic_aux_loss(agent, None), torch.tensor(5.0 * distance(agent.critic, old))
+        with_critic.critic_aux_loss(agent, None, None),
+        torch.tensor(5.0 * distance(agent.critic, old)),
     )
 
 
@@ -256,7 +270,7 @@ def test_unimportant_parameters_are_not_pulled_and_important_ones_harder(
     method.on_task_end(agent, 0)
     with torch.no_grad():
         agent.actor.mu.weight.add_(0.1)  # the same displacement everywhere
-    method.actor_aux_loss(agent, None).backward()
+    method.actor_aux_loss(agent, None, None).backward()
     pull = agent.actor.mu.weight.grad.abs()
     assert (pull[:, 0] == 0).all()
     assert (pull[:, 1] > 0).all() and (pull[:, 2] > 10 * pull[:, 1]).all()
@@ -293,8 +307,11 @@ def test_state_dict_round_trips_through_a_weights_only_checkpoint(
 
 
 @pytest.mark.parametrize("cls", METHODS)
+@pytest.mark.integration  # trains an agent
 def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
-    config = SACConfig(
+    method = cls(coef=1.0) if cls is L2 else cls(coef=1.0, num_batches=2, batch_size=32)
+    agent, sequence = make_sac_agent(
+        method=method,
         hidden_sizes=(16, 16),
         random_steps=100,
         update_after=100,
@@ -302,12 +319,6 @@ def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
         gradient_steps=1,
         batch_size=32,
         buffer_size=1_000,
-    )
-    sequence = envs.load_sequence("toy-reach-0,toy-reach-4", envs.EnvConfig(one_hot_task_id=True))
-    method = cls(coef=1.0) if cls is L2 else cls(coef=1.0, num_batches=2, batch_size=32)
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0), num_tasks=2, config=config, method=method, task_id_dims=2
     )
     agent.on_task_start(0)
     agent.learn(120, reset_num_timesteps=False)
@@ -320,5 +331,155 @@ def test_on_a_continual_sac_agent(cls: type[ParameterRegularizer]) -> None:
     agent.set_env(sequence.make_env(1, seed=1))
     agent.on_task_start(1)
     agent.learn(120, reset_num_timesteps=False)
-    penalty = method.actor_aux_loss(agent, None)
+    penalty = method.actor_aux_loss(agent, None, None)
     assert penalty is not None and torch.isfinite(penalty) and penalty.item() > 0
+
+
+# --- the shared quadratic anchor ------------------------------------------------------------
+
+
+def anchored(importance: dict, parameters: dict) -> QuadraticAnchor:
+    anchor = QuadraticAnchor()
+    anchor.consolidate(parameters, importance)
+    return anchor
+
+
+def test_quadratic_anchor_penalty_by_hand() -> None:
+    anchor = QuadraticAnchor()
+    assert anchor.empty and anchor.penalty({"w": torch.ones(2)}) is None
+    anchor = anchored(
+        {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])},
+        {"w": torch.zeros(2), "b": torch.tensor([1.0])},
+    )
+    assert not anchor.empty
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    penalty = anchor.penalty({"w": w, "b": torch.tensor([3.0])})
+    assert penalty is not None and penalty.item() == 1 * 1 + 2 * 4 + 3 * 4  # no coefficient
+    penalty.backward()
+    torch.testing.assert_close(w.grad, torch.tensor([2.0, 8.0]))  # 2 importance (w - anchor)
+
+
+def test_quadratic_anchor_consolidate_accumulates_and_detaches() -> None:
+    w = nn.Parameter(torch.tensor([1.0, -1.0]))
+    importance = torch.tensor([1.0, 2.0], requires_grad=True)
+    anchor = anchored({"w": importance * 1.0}, {"w": w})
+    with torch.no_grad():
+        w.add_(1.0)  # the anchor is a copy, not the parameter
+    assert torch.equal(anchor.anchor["w"], torch.tensor([1.0, -1.0]))
+    anchor.consolidate({"w": w}, {"w": torch.tensor([0.5, 0.5])})
+    assert torch.equal(anchor.importance["w"], torch.tensor([1.5, 2.5]))
+    assert torch.equal(anchor.anchor["w"], torch.tensor([2.0, 0.0]))
+    assert not anchor.importance["w"].requires_grad and not anchor.anchor["w"].requires_grad
+    assert anchor.penalty({"w": w.detach()}).item() == 0.0
+    v = torch.tensor([3.0])
+    anchor.consolidate({"w": w, "v": v}, {"v": torch.tensor([2.0])})  # no new importance of w
+    assert torch.equal(anchor.importance["w"], torch.tensor([1.5, 2.5]))  # w's total is kept
+    assert anchor.penalty({"w": w.detach() + 1.0, "v": v + 1.0}).item() == 1.5 + 2.5 + 2.0
+
+
+def test_quadratic_anchor_state_round_trip_and_device() -> None:
+    anchor = anchored({"w": torch.rand(3, 2)}, {"w": torch.randn(3, 2)})
+    state = checkpoint_round_trip(anchor.state_dict())
+    assert set(state) == {"anchor", "importance"}
+    restored = QuadraticAnchor()
+    restored.load_state_dict(state)
+    moved = {"w": torch.randn(3, 2)}
+    assert torch.equal(restored.penalty(moved), anchor.penalty(moved))
+    on_meta = restored.penalty({"w": torch.empty(3, 2, device="meta")})
+    assert on_meta.device.type == "meta"  # the stored tensors followed the parameters
+    assert restored.anchor["w"].device.type == restored.importance["w"].device.type == "meta"
+    assert anchor.anchor["w"].device.type == "cpu"  # state_dict copies, not shares
+
+
+def test_regularizer_penalty_is_coef_times_the_anchor_penalty_bit_for_bit() -> None:
+    method, agent = fast(EWC, coef=7.0, regularize_critic=True), tiny_agent()
+    method.on_task_end(agent, 0)
+    perturb(agent.actor)
+    perturb(agent.critic)
+    for network in ("actor", "critic"):
+        params = dict(getattr(agent, network).named_parameters())
+        old, importance = method.old_params[network], method.importance[network]
+        terms = [(importance[name] * (params[name] - old[name]).square()).sum() for name in old]
+        expected = 7.0 * torch.stack(terms).sum()
+        assert torch.equal(method.penalty(agent, network), expected)
+        assert torch.equal(
+            method.penalty(agent, network), 7.0 * method.anchors[network].penalty(params)
+        )
+
+
+# --- options: one frozen dataclass per method ----------------------------------------------
+
+
+def test_method_options_are_declared_once_with_defaults_and_help() -> None:
+    assert [(o.name, o.default) for o in method_options("ewc")] == [
+        ("coef", 1e4),
+        ("regularize_critic", False),
+        ("num_batches", 10),
+        ("batch_size", 256),
+        ("squash_mean", True),
+        ("fisher_clip", 1e-5),
+    ]
+    assert [(o.name, o.default) for o in method_options("l2")] == [
+        ("coef", 1e5),
+        ("regularize_critic", False),
+    ]
+    assert method_options("finetune") == []
+    assert issubclass(EWCOptions, SampledImportanceOptions)
+    assert issubclass(MASOptions, SampledImportanceOptions)
+    assert issubclass(SampledImportanceOptions, RegularizerOptions)
+    assert issubclass(L2Options, RegularizerOptions)
+    for name, method in BY_NAME.items():
+        assert make_method(name).options == method.Options()  # the defaults
+        for option in method_options(name):
+            assert option.help, f"{name}.{option.name} has no docstring"
+    assert "CW20" in {o.name: o.help for o in method_options("l2")}["coef"]  # its own doc
+    assert "Continual World regularizes only the actor" in method_options("ewc")[1].help
+    options = EWCOptions(coef=2.0)
+    with pytest.raises(AttributeError):
+        options.coef = 3.0  # type: ignore[misc]  # frozen: the test checks it is refused
+    assert EWC(options).options is options
+    with pytest.raises(TypeError):
+        EWC(L2Options())
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("l2", {"foo": 1}, "method l2 has no option foo (options: coef, regularize_critic)"),
+        ("finetune", {"coef": 3}, "method finetune has no option coef (options: none)"),
+        (
+            "replay",
+            {"capacity": 0},
+            "bad option for method replay: capacity must be positive, got 0",
+        ),
+        ("clonex", {"coef": -1.0}, "bad option for method clonex: coef must be >= 0, got -1.0"),
+        (
+            "ewc",
+            {"num_batches": 0},
+            "bad option for method ewc: num_batches and batch_size must be positive",
+        ),
+        (
+            "packnet",
+            {"prune_fraction": 1.5},
+            "bad option for method packnet: prune_fraction must be in [0, 1), got 1.5",
+        ),
+        (
+            "agem",
+            {"episodic_batch_size": -2},
+            "bad option for method agem: episodic_batch_size must be positive, got -2",
+        ),
+    ],
+)
+def test_method_option_mistakes_are_one_line_config_errors(name, options, message) -> None:
+    with pytest.raises(ConfigError) as error:
+        make_method(name, **options)
+    assert str(error.value) == message
+
+
+def test_method_option_values_take_the_declared_type() -> None:
+    method = make_method("ewc", coef="1e3", num_batches=2.0, squash_mean=0)  # e.g. from YAML
+    assert method.options.coef == 1000.0 and isinstance(method.options.coef, float)
+    assert method.options.num_batches == 2 and isinstance(method.options.num_batches, int)
+    assert method.options.squash_mean is False
+    assert make_method("packnet", clipnorm=None).options.clipnorm is None
+    assert make_method("packnet", prune_fraction=0).options.prune_fraction == 0.0

@@ -5,13 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
-from crlgym.envs.metaworld_env import CAMERAS, ROLLED_CAMERAS
 
 from crlgym import envs
+from crlgym.envs.metaworld_env import CAMERAS, ROLLED_CAMERAS
+
+pytestmark = pytest.mark.integration  # renders MuJoCo frames, subprocesses
+
+
+def _frame(env: gym.Env) -> np.ndarray:
+    """The env's rendered rgb frame."""
+    frame = env.render()
+    assert isinstance(frame, np.ndarray)
+    return frame
 
 
 def _gl_backend_in_fresh_process(environment: dict[str, str]) -> str:
@@ -36,7 +47,7 @@ def test_frames_are_not_blank(task: str) -> None:
     env = envs.make_env(task, envs.EnvConfig(render_mode="rgb_array", width=96, height=64))
     env.reset(seed=0)
     env.step(env.action_space.sample())
-    frame = env.render()
+    frame = _frame(env)
     env.close()
     assert frame.dtype == np.uint8
     if not task.startswith("toy"):
@@ -66,7 +77,7 @@ def test_every_offered_camera_renders() -> None:
         config = envs.EnvConfig(render_mode="rgb_array", camera=camera, width=32, height=32)
         env = envs.make_env("reach", config, seed=0)
         env.reset()
-        assert env.render().var() > 0, camera
+        assert _frame(env).var() > 0, camera
         env.close()
 
 
@@ -76,8 +87,9 @@ def test_fast_mode_turns_shadows_and_reflections_off() -> None:
         config = envs.EnvConfig(render_mode="rgb_array", fast_render=fast, width=64, height=64)
         env = envs.make_env("hammer", config, seed=0)
         env.reset()
-        frames[fast] = env.render()
-        viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        frames[fast] = _frame(env)
+        raw: Any = env.unwrapped  # a MuJoCo env (gymnasium types it as a plain Env)
+        viewer = raw.mujoco_renderer._get_viewer("rgb_array")
         assert bool(viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW]) is not fast
         assert bool(viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION]) is not fast
         env.close()
@@ -88,4 +100,5 @@ def test_no_renderer_is_built_without_render_mode() -> None:
     env = envs.make_env("hammer", seed=0)
     env.reset()
     assert env.render() is None
-    assert not env.unwrapped.mujoco_renderer._viewers
+    raw: Any = env.unwrapped
+    assert not raw.mujoco_renderer._viewers

@@ -1,4 +1,5 @@
-"""Tests for experiments.report on synthetic run directories (no training, no simulator)."""
+"""Tests for the results record and `crl report` (results, aggregate, tables, plots, report)
+on synthetic run directories (no training, no simulator)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from crlgym.experiments import report
-from crlgym.experiments.metrics import EvalMatrix, bootstrap_ci, summarize
-from crlgym.experiments.report import (
-    ReportError,
-    add_report_parser,
-    load_run,
-    markdown_table,
-    plot_curves,
-    plot_heatmap,
-    render_table,
-    summarize_runs,
-    write_report,
-)
 from rich.console import Console
 
 from crlgym.errors import CrlgymError
+from crlgym.experiments import plots
+from crlgym.experiments.aggregate import METRICS, MethodSummary, ReportError, summarize_runs
+from crlgym.experiments.metrics import EvalMatrix, bootstrap_ci, summarize
+from crlgym.experiments.plots import plot_curves, plot_heatmap
+from crlgym.experiments.report import add_report_parser, write_report
+from crlgym.experiments.results import PolicyScores, ResultsError, RunResults, load_run, read
+from crlgym.experiments.tables import (
+    markdown_table,
+    md_table,
+    render_table,
+    retention_rows,
+    table_note,
+)
 
 TASKS = ["hammer-v3", "push-wall-v3", "faucet-close-v3"]
 TASK_ENDS = [1000, 2000, 3000]
@@ -92,10 +93,10 @@ def direct(method: str, key: str, reference_auc: list[float | None] | None = Non
     """The expected aggregate: `summarize` per seed (sorted), then `bootstrap_ci` at 90%."""
     matrices = [EvalMatrix(success_matrix(method, s), EVAL_STEPS, TASK_ENDS) for s in (0, 1, 2)]
     values = [summarize(m, reference_auc)[key] for m in matrices]
-    return bootstrap_ci(values, confidence=0.9)
+    return bootstrap_ci([float(v) for v in values if v is not None], confidence=0.9)
 
 
-def markdown_rows(summaries: list[report.MethodSummary]) -> dict[str, list[str]]:
+def markdown_rows(summaries: list[MethodSummary]) -> dict[str, list[str]]:
     lines = markdown_table(summaries).splitlines()
     assert lines[0] == (
         "| method | seeds | performance | forgetting | forward transfer | min-ACC |"
@@ -115,8 +116,9 @@ def test_load_run_builds_the_matrix_from_stochastic_scores(run_dirs: list[Path])
     assert run.tasks == tuple(TASKS) and run.task_ends == tuple(TASK_ENDS)
     assert run.matrix.success.shape == (len(EVAL_STEPS), len(TASKS))
     np.testing.assert_array_equal(run.matrix.success, success_matrix("finetune", 2))
-    np.testing.assert_array_equal(run.score["deterministic"], run.matrix.success)
-    assert run.finished and run.reference_auc is None and run.wall_time_s == 12.5
+    assert run.score.deterministic is not None
+    np.testing.assert_array_equal(run.score.deterministic, run.matrix.success)
+    assert run.evaluated_to_end and run.reference_auc is None and run.wall_time_s == 12.5
 
 
 def test_table_numbers_equal_summarize_plus_bootstrap(run_dirs: list[Path]) -> None:
@@ -126,32 +128,60 @@ def test_table_numbers_equal_summarize_plus_bootstrap(run_dirs: list[Path]) -> N
     for summary in summaries:
         assert summary.seeds == (0, 1, 2)
         assert rows[summary.method][0] == "3"
-        for key in report.METRICS:
+        for key in METRICS:
             if key == "forward_transfer":
                 continue
             mean, low, high = direct(summary.method, key)
             value = summary.metrics[key]
             assert value is not None and value.n == 3
             assert (value.mean, value.low, value.high) == pytest.approx((mean, low, high))
-        for column, key in enumerate(("performance", "forgetting", None, "min_acc"), start=1):
-            if key is not None:
-                mean, low, high = direct(summary.method, key)
+        columns = ("performance", "forgetting", None, "min_acc")
+        for column, column_key in enumerate(columns, start=1):
+            if column_key is not None:
+                mean, low, high = direct(summary.method, column_key)
                 expected = f"{mean:.2f} [{low:.2f}, {high:.2f}]".replace("-0.00", "0.00")
                 assert rows[summary.method][column] == expected
     # The stored (wrong) metrics were ignored.
-    assert summaries[0].metrics["performance"].mean < 1.0  # type: ignore[union-attr]
+    performance = summaries[0].metrics["performance"]
+    assert performance is not None and performance.mean < 1.0
 
 
-def test_finetune_forgets_more_than_packnet(run_dirs: list[Path]) -> None:
+def hand_forgetting(success: list[list[float]]) -> float:
+    """Continual World forgetting of a fixture matrix, computed by hand: for each task, the
+    mean success over the evaluations of its own training window (here 4 < the window of 5)
+    minus the mean over the evaluations of the last window, averaged over all tasks."""
+    matrix = np.asarray(success)
+    steps = np.asarray(EVAL_STEPS)
+    starts = [0, *TASK_ENDS[:-1]]
+    own = [(steps > start) & (steps <= end) for start, end in zip(starts, TASK_ENDS, strict=True)]
+    at_end = own[-1]
+    per_task = [matrix[own[i], i].mean() - matrix[at_end, i].mean() for i in range(len(TASKS))]
+    return float(np.mean(per_task))
+
+
+def test_forgetting_column_is_the_published_formula(tmp_path: Path) -> None:
+    """The report's forgetting cell of one finetune and one packnet run equals Continual
+    World's forgetting computed by hand from the runs' matrices, so their order in the table
+    is the order of the hand-computed values (finetune forgets, packnet does not)."""
+    dirs = [write_run(tmp_path, results(method, 0)) for method in ("packnet", "finetune")]
+    rows = markdown_rows(summarize_runs([load_run(d) for d in dirs]))
+    expected = {m: hand_forgetting(success_matrix(m, 0)) for m in ("finetune", "packnet")}
+    assert expected["finetune"] > 0.3 and expected["packnet"] < -0.1  # the fixture's design
+    for method, value in expected.items():
+        assert rows[method][2] == f"{value:.2f}"
+    assert float(rows["finetune"][2]) > float(rows["packnet"][2])
+
+
+def test_forgetting_over_seeds_is_the_mean_of_the_hand_values(run_dirs: list[Path]) -> None:
     summaries = {s.method: s for s in summarize_runs([load_run(d) for d in run_dirs])}
-    forgetting = {m: s.metrics["forgetting"] for m, s in summaries.items()}
-    assert forgetting["finetune"] is not None and forgetting["packnet"] is not None
-    # Even the whole CIs are ordered: finetune loses its old tasks, packnet keeps them.
-    assert forgetting["finetune"].low > 0.2 > 0.0 > forgetting["packnet"].high  # type: ignore[operator]
-    rows = markdown_rows(list(summaries.values()))
-    table_value = {m: float(row[2].split()[0]) for m, row in rows.items()}
-    assert table_value["finetune"] > table_value["packnet"]
-    assert float(rows["packnet"][1].split()[0]) > float(rows["finetune"][1].split()[0])
+    for method, summary in summaries.items():
+        hand = [hand_forgetting(success_matrix(method, seed)) for seed in (0, 1, 2)]
+        assert summary.values["forgetting"] == pytest.approx(hand)
+        value = summary.metrics["forgetting"]
+        assert value is not None and value.mean == pytest.approx(np.mean(hand))
+        assert markdown_rows(list(summaries.values()))[method][2].split()[0] == (
+            f"{np.mean(hand):.2f}"
+        )
 
 
 def test_forward_transfer_is_na_without_references_and_a_number_with(tmp_path: Path) -> None:
@@ -222,7 +252,7 @@ def test_corrupt_results_raise_a_helpful_report_error(
     tmp_path: Path, path: str, value: Any, message: str
 ) -> None:
     run_dir = write_run(tmp_path, _corrupt(results("finetune", 0), path, value))
-    with pytest.raises(ReportError, match=message) as caught:
+    with pytest.raises(ResultsError, match=message) as caught:
         load_run(run_dir)
     assert isinstance(caught.value, CrlgymError)
     assert str(run_dir / "results.json") in str(caught.value)
@@ -232,23 +262,25 @@ def test_corrupt_results_raise_a_helpful_report_error(
 def test_ragged_score_rows_are_reported(tmp_path: Path) -> None:
     data = results("finetune", 0)
     data["score"]["stochastic"][3] = [0.1, 0.2]
-    with pytest.raises(ReportError, match=r"'score.stochastic'\[3\] must hold one number per task"):
+    with pytest.raises(
+        ResultsError, match=r"'score.stochastic'\[3\] must hold one number per task"
+    ):
         load_run(write_run(tmp_path, data))
 
 
 def test_missing_or_unparsable_results_json(tmp_path: Path) -> None:
-    with pytest.raises(ReportError, match=r"does not exist.*runs/<name>/"):
+    with pytest.raises(ResultsError, match=r"does not exist.*runs/<name>/"):
         load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReportError, match=r"has no results.json"):
+    with pytest.raises(ResultsError, match=r"has no results.json"):
         load_run(tmp_path / "empty")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "results.json").write_text('{"name": "cw3", "tasks": [')
-    with pytest.raises(ReportError, match=r"not valid JSON.*interrupted"):
+    with pytest.raises(ResultsError, match=r"not valid JSON.*interrupted"):
         load_run(broken)
     (broken / "results.json").write_text("[1, 2]")
-    with pytest.raises(ReportError, match="JSON object"):
+    with pytest.raises(ResultsError, match="JSON object"):
         load_run(broken)
 
 
@@ -260,17 +292,18 @@ def _check_png(path: Path, figsize: tuple[float, float]) -> np.ndarray:
     assert path.stat().st_size > 10_000
     pixels = matplotlib.image.imread(path)
     width, height = figsize
-    assert pixels.shape[:2] == (round(height * report.DPI), round(width * report.DPI))
+    assert pixels.shape[:2] == (round(height * plots.DPI), round(width * plots.DPI))
     assert pixels[..., :3].std() > 0.05  # not blank
     return pixels
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_plots_are_valid_pngs_of_the_expected_shape(tmp_path: Path) -> None:
     from matplotlib import colormaps
 
     run = load_run(write_run(tmp_path, results("finetune", 0)))
     heatmap = plot_heatmap(run, tmp_path / "out" / "heatmap.png")
-    pixels = _check_png(heatmap, report._heatmap_figsize(3))
+    pixels = _check_png(heatmap, plots._heatmap_figsize(3))
     assert pixels.shape[1] > 3 * pixels.shape[0]  # a wide strip for 3 tasks
     # Both ends of the viridis scale appear (untrained / forgotten cells and trained ones).
     rgb = pixels[..., :3].reshape(-1, 3)
@@ -278,10 +311,11 @@ def test_plots_are_valid_pngs_of_the_expected_shape(tmp_path: Path) -> None:
         colour = np.array(colormaps["viridis"](level)[:3])
         assert np.abs(rgb - colour).max(axis=1).min() < 0.08
     curves = plot_curves(run, tmp_path / "out" / "curves.png")
-    pixels = _check_png(curves, report._curves_figsize(3))
-    assert report._curves_figsize(10)[1] > report._curves_figsize(3)[1]  # grows with tasks
+    pixels = _check_png(curves, plots._curves_figsize(3))
+    assert plots._curves_figsize(10)[1] > plots._curves_figsize(3)[1]  # grows with tasks
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_write_report_defaults_to_run_dir_and_keeps_foreign_files(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, results("packnet", 0))
     assert write_report([run_dir], None) == run_dir
@@ -300,6 +334,7 @@ def test_write_report_defaults_to_run_dir_and_keeps_foreign_files(tmp_path: Path
     assert list(other.iterdir()) == [other / "report.md"]  # nothing written
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_report_subcommand_end_to_end(
     run_dirs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -320,7 +355,7 @@ def test_report_subcommand_end_to_end(
         assert str(out / name) in printed
 
     args = parser.parse_args(["report", str(tmp_path / "missing")])
-    with pytest.raises(ReportError, match="does not exist"):
+    with pytest.raises(ResultsError, match="does not exist"):
         args.run(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["report"])  # at least one run directory
@@ -331,15 +366,16 @@ def test_unfinished_run_is_flagged_and_undefined_metrics_are_na(tmp_path: Path) 
     data["eval_steps"] = EVAL_STEPS[:9]  # stopped at step 2000, during task 1's last eval
     data["score"] = {"stochastic": data["score"]["stochastic"][:9]}
     run = load_run(write_run(tmp_path, data))
-    assert not run.finished and run.metrics is None and "deterministic" not in run.score
+    assert not run.evaluated_to_end and run.metrics is None and run.score.deterministic is None
     summaries = summarize_runs([run])
     assert summaries[0].unfinished == ("cw3-finetune-s0",)
     assert summaries[0].metrics["min_acc"] is None  # task 1 was never evaluated after training
     row = markdown_rows(summaries)["finetune *"]
     assert row[4] == "n/a"
-    assert "unfinished runs: cw3-finetune-s0" in report._table_note(summaries)
+    assert "unfinished runs: cw3-finetune-s0" in table_note(summaries)
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_plasticity_plot_appears_only_for_runs_with_plasticity_metrics(tmp_path: Path) -> None:
     plain = write_run(tmp_path, results("finetune", 0))
     write_report([plain], None)
@@ -367,6 +403,7 @@ def retention(returns_after: float) -> dict[str, Any]:
     }
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_retention_of_pretraining_is_reported_per_run(tmp_path: Path, capsys: Any) -> None:
     plain = write_run(tmp_path, results("finetune", 0))
     kept = write_run(
@@ -377,7 +414,7 @@ def test_retention_of_pretraining_is_reported_per_run(tmp_path: Path, capsys: An
     assert run.retention is not None and load_run(plain).retention is None
     assert (run.step_unit, load_run(plain).step_unit) == ("updates", "env steps")
     assert run.retention.return_ratio == pytest.approx(250.0 / 500.0)
-    assert report.retention_rows([load_run(plain), run]) == [
+    assert retention_rows([load_run(plain), run]) == [
         ["cw3-l2m-l2m-lora-s0", "l2m-l2m-lora", "0", "2", "0.75", "0.25", "500", "250", "0.50x"]
     ]
     out = tmp_path / "out"
@@ -392,6 +429,7 @@ def test_retention_of_pretraining_is_reported_per_run(tmp_path: Path, capsys: An
     assert "retention of pretraining" in capsys.readouterr().out
 
 
+@pytest.mark.integration  # writes reports with plots
 def test_reports_without_retention_have_no_retention_section(tmp_path: Path) -> None:
     plain = write_run(tmp_path, results("finetune", 0, pretrain_retention={"tasks": []}))
     assert load_run(plain).retention is None
@@ -410,5 +448,138 @@ def test_reports_without_retention_have_no_retention_section(tmp_path: Path) -> 
 )
 def test_corrupt_retention_records_are_refused_by_name(tmp_path: Path, record: Any) -> None:
     run_dir = write_run(tmp_path, results("finetune", 0, pretrain_retention=record))
-    with pytest.raises(ReportError, match="pretrain_retention"):
+    with pytest.raises(ResultsError, match="pretrain_retention"):
         load_run(run_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The results record (experiments/results.py)
+# --------------------------------------------------------------------------------------------
+
+
+def runner_payload() -> dict[str, Any]:
+    """A results.json payload with every field the runner writes, in its order, plus
+    agent-specific entries."""
+    success = success_matrix("finetune", 0)
+    returns = (np.asarray(success) * 100.0 - 3.25).tolist()
+    return {
+        "name": "cw3-finetune-s0",
+        "method": "finetune",
+        "seed": 0,
+        "sequence": "CW3",
+        "tasks": TASKS,
+        "steps_per_task": [1000, 1000, 1000],
+        "task_ends": TASK_ENDS,
+        "eval_steps": EVAL_STEPS,
+        "score": {"stochastic": success, "deterministic": success},
+        "return": {"stochastic": returns, "deterministic": returns},
+        "reference_auc": [0.25, None, 0.1],
+        "single_task_auc": None,
+        "metrics": {"performance": 0.2, "forward_transfer": None},
+        "finished": True,
+        "wall_time_s": 12.345678,
+        "eval_time_s": 1.5,
+        "videos": ["videos/cw3/hammer-v3/step_1000.mp4"],
+        "agent": "l2m",
+        "step_unit": "updates",
+        "l2m_mode": "lora",
+        "pretrain_retention": retention(150.0),
+        "plasticity": {"metrics": [{"step": 1000, "net": "critic", "fau": 0.5}]},
+    }
+
+
+def test_results_record_round_trips_byte_for_byte(tmp_path: Path) -> None:
+    data = runner_payload()
+    text = json.dumps(data, indent=1)  # what the runner writes
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    record = read(path)
+    assert record.path == path and record.run_dir == tmp_path
+    assert record.to_json() == data and list(record.to_json()) == list(data)
+    copy = record.write(tmp_path / "copy.json")
+    assert copy.read_text() == text
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write cleaned up
+    # Typed views of the agent-specific entries.
+    assert record.retention is not None and record.retention.tasks == (
+        "assembly-v3",
+        "window-open-v3",
+    )
+    assert record.plasticity is not None and record.agent_results["l2m_mode"] == "lora"
+    assert record.returns is not None and record.returns.stochastic.shape == (13, 3)
+    assert record.steps_per_task == (1000, 1000, 1000) and record.finished
+    assert record.reference_auc == (0.25, None, 0.1) and record.step_unit == "updates"
+
+
+def test_record_built_in_memory_reads_back_equal(tmp_path: Path) -> None:
+    success = success_matrix("packnet", 1)
+    record = RunResults(
+        name="r", method="packnet", seed=1, sequence="CW3", tasks=tuple(TASKS),
+        task_ends=tuple(TASK_ENDS[:2]), eval_steps=tuple(EVAL_STEPS),
+        score=PolicyScores.from_rows(success, success, (len(EVAL_STEPS), len(TASKS))),
+        metrics={}, agent_results={"memory": "hcam"},
+    )  # fmt: skip
+    path = record.write(tmp_path / "results.json")
+    with pytest.raises(ResultsError, match="'task_ends' has 2 entries, expected 3"):
+        read(path)  # a run still training: its last task has not ended
+    again = read(path, partial=True)
+    assert again.to_json() == record.to_json()
+    assert again.path == path and record.path is None
+    assert not again.evaluated_to_end and again.agent_results == {"memory": "hcam"}
+    with pytest.raises(ValueError, match="task_ends"):
+        _ = again.matrix
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("name", "", "'name' must be a non-empty string"),
+        ("method", 3, "'method' must be a non-empty string"),
+        ("tasks", [], "'tasks' must be a non-empty list of task names"),
+        ("task_ends", [1000, 2000.5, 3000], "'task_ends' must be a list of integers"),
+        ("eval_steps", [], "'eval_steps' is empty"),
+        ("score", [[0.1]], "missing key.*'score.stochastic'"),
+        ("score.deterministic", [[0.5, 0.5, 0.5]], "'score.deterministic' must have one row"),
+        ("reference_auc", [0.1, "x", None], "'reference_auc' entries must be numbers or null"),
+        ("metrics", [1], "'metrics' must be an object or null"),
+        ("wall_time_s", "long", "'wall_time_s' must be a number or null"),
+        ("single_task_auc", True, "'single_task_auc' must be a number or null"),
+        ("return", {"deterministic": []}, "'return' must be an object with a 'stochastic'"),
+        ("return.stochastic", [[1.0, 2.0]], "'return.stochastic' must have one row"),
+        ("steps_per_task", [1000], "'steps_per_task' has 1 entries, expected 3"),
+        ("videos", [1], "'videos' must be a list of paths"),
+        ("agent", 5, "'agent' must be a string or null"),
+        ("finished", "yes", "'finished' must be true or false"),
+    ],
+)
+def test_each_corrupt_field_is_named(tmp_path: Path, path: str, value: Any, message: str) -> None:
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(_corrupt(runner_payload(), path, value)))
+    with pytest.raises(ResultsError, match=message) as caught:
+        read(results_file)
+    assert str(caught.value).startswith(f"{results_file} is corrupt: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_partial_records_still_refuse_more_task_ends_than_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(runner_payload() | {"task_ends": [1, 2, 3, 4]}))
+    with pytest.raises(ResultsError, match="'task_ends' has 4 entries, expected 3"):
+        read(path, partial=True)
+
+
+def test_unreadable_results_files(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match="cannot read"):
+        read(tmp_path / "missing.json")
+    binary = tmp_path / "results.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ResultsError, match="not UTF-8"):
+        read(binary)
+
+
+def test_md_table_escapes_and_aligns() -> None:
+    table = md_table(["a", "b|c", "d"], [["x|y", "1", "z"]], "lr")
+    assert table.splitlines() == [
+        "| a | b\\|c | d |",
+        "| --- | ---: | --- |",
+        "| x\\|y | 1 | z |",
+    ]

@@ -9,12 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+
 from crlgym.experiments.config import build_config
+from crlgym.experiments.results import read
 from crlgym.experiments.runner import Runner, prepare_run_dir, run_training
+
+pytestmark = pytest.mark.integration  # crl training runs
 
 TOY = "toy-reach-0,toy-reach-4"
 
@@ -53,6 +58,10 @@ def test_every_task_is_evaluated_at_every_interval_and_task_end(tmp_path: Path) 
     assert np.asarray(results["score"]["deterministic"]).shape == (7, 2)
     assert results["finished"] and set(results["metrics"]) >= {"performance", "forgetting"}
     assert results["metrics"]["forward_transfer"] is None  # no reference runs: n/a, not 0
+    # The typed record reproduces the runner's file byte for byte.
+    record = read(run_dir / "results.json")
+    assert json.dumps(record.to_json(), indent=1) == (run_dir / "results.json").read_text()
+    assert record.to_json() == results and record.finished and record.evaluated_to_end
     lines = (run_dir / "eval.csv").read_text().splitlines()
     assert lines[0] == "step,task_index,task,mode,success,return"
     assert len(lines) == 1 + 7 * 2 * 2
@@ -123,25 +132,27 @@ def test_no_rendering_when_videos_are_off(tmp_path: Path, monkeypatch: pytest.Mo
     import crlgym.envs.sequences
 
     original = crlgym.envs.sequences.TaskSequence.make_env
+    # Per env the run builds: (the render mode asked for, the sequence config's).
+    render_modes: list[tuple[str | None, str | None]] = []
 
-    def no_render(
-        self: crlgym.envs.sequences.TaskSequence,
-        index: int,
-        *,
-        seed: int | None = None,
-        render_mode: str | None = None,
-    ) -> object:
-        assert render_mode is None and self.config.render_mode is None
-        return original(self, index, seed=seed, render_mode=render_mode)
+    def recording(self: crlgym.envs.sequences.TaskSequence, *args: Any, **kwargs: Any) -> Any:
+        render_modes.append((kwargs.get("render_mode"), self.config.render_mode))
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(crlgym.envs.sequences.TaskSequence, "make_env", no_render)
+    monkeypatch.setattr(crlgym.envs.sequences.TaskSequence, "make_env", recording)
     train(tmp_path, videos=False)
+    assert len(render_modes) >= 2  # the evaluator alone builds one env per task
+    assert render_modes == [(None, None)] * len(render_modes)
+    assert not (tmp_path / "videos").exists()
 
 
 def test_single_task_runs_serve_as_forward_transfer_references(tmp_path: Path) -> None:
     for task in TOY.split(","):
         _, single = train(tmp_path, sequence=task)
         assert single["single_task_auc"] is not None
+    for name, text in (("broken", "{"), ("not-a-record", "[1, 2]")):  # skipped, not fatal
+        (tmp_path / "runs" / name).mkdir()
+        (tmp_path / "runs" / name / "results.json").write_text(text)
     _, results = train(tmp_path)
     assert all(value is not None for value in results["reference_auc"])
     assert results["metrics"]["forward_transfer"] is not None
@@ -160,7 +171,8 @@ def cli_args(tmp_path: Path, **overrides) -> list[str]:
 
 def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
     """SIGKILL mid-task, resume: the evaluation matrix equals an uninterrupted run's."""
-    overrides = {"steps_per_task": 1000, "checkpoint_every": 250, "eval_every": 250}
+    # The kill lands after the first checkpoint (step 250, mid-task 0): 750 steps before the end.
+    overrides = {"steps_per_task": 500, "checkpoint_every": 250, "eval_every": 250}
     _, uninterrupted = train(tmp_path / "ref", **overrides)
 
     args = cli_args(tmp_path / "killed", **overrides)
@@ -169,14 +181,15 @@ def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
         [*CLI, "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 300
+    assert process.stderr is not None
     while not (run_dir / "checkpoints" / "latest.pt").exists():
         assert process.poll() is None, process.stderr.read().decode()
         assert time.time() < deadline
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    partial = json.loads((run_dir / "results.json").read_text())
-    assert not partial["finished"]
+    partial = read(run_dir / "results.json", partial=True)
+    assert not partial.finished and len(partial.task_ends) < len(partial.tasks)
 
     resumed = subprocess.run(
         [*CLI, "train", "--resume", str(run_dir)], capture_output=True, text=True

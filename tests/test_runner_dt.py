@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from crlgym import envs
 from crlgym.experiments.collect import collect
 from crlgym.experiments.config import build_config
 from crlgym.experiments.learners import sequence_episodes
 
-from crlgym import envs
+pytestmark = pytest.mark.integration  # crl training runs
 
 TASKS = "recall-d3,recall-d6"
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from crlgym.agents.methods import ContinualMethod
-from crlgym.agents.sac import ContinualSAC, SACConfig
 
 import crlgym
 from crlgym import envs
+from crlgym.agents.methods import ContinualMethod
+from crlgym.agents.sac import ContinualSAC, SACConfig
+from tests.helpers import TOY_PAIR, make_sac_agent, train_task
+
+pytestmark = pytest.mark.integration  # trains agents
 
 SMALL = {
     "hidden_sizes": (64, 64),
@@ -24,20 +27,9 @@ SMALL = {
 
 
 def make_agent(
-    tasks: str = "toy-reach-0,toy-reach-4", method: ContinualMethod | None = None, **overrides
+    tasks: str = TOY_PAIR, method: ContinualMethod | None = None, **overrides
 ) -> tuple[ContinualSAC, envs.TaskSequence]:
-    config = SACConfig(**{**SMALL, **overrides})
-    sequence = envs.load_sequence(tasks, envs.EnvConfig(one_hot_task_id=config.multi_head))
-    torch.manual_seed(0)
-    agent = ContinualSAC(
-        sequence.make_env(0, seed=0),
-        num_tasks=sequence.num_tasks,
-        config=config,
-        method=method,
-        task_id_dims=sequence.num_tasks if config.multi_head else 0,
-        seed=0,
-    )
-    return agent, sequence
+    return make_sac_agent(tasks, method=method, **{**SMALL, **overrides})
 
 
 def success_rate(agent: ContinualSAC, env, episodes: int = 10) -> float:
@@ -53,18 +45,12 @@ def success_rate(agent: ContinualSAC, env, episodes: int = 10) -> float:
     return float(np.mean(successes))
 
 
-def train_task(agent: ContinualSAC, sequence: envs.TaskSequence, task: int, steps: int) -> None:
-    if task > 0:
-        agent.set_env(sequence.make_env(task, seed=task))
-    agent.on_task_start(task)
-    agent.learn(steps, reset_num_timesteps=False)
-    agent.on_task_end(task)
-
-
 def test_sac_learns_a_toy_task() -> None:
     agent, sequence = make_agent("toy-reach-2", multi_head=False)
     assert success_rate(agent, sequence.make_env(0)) < 0.5
-    train_task(agent, sequence, 0, 2500)
+    # Measured (seeds 0-4, success over these 10 episodes): 1.0 after 750 and 1000 steps,
+    # 0.0-1.0 after 500; 1000 (the first 300 random) leaves a margin.
+    train_task(agent, sequence, 0, 1000)
     assert success_rate(agent, sequence.make_env(0)) >= 0.9
 
 
@@ -149,7 +135,7 @@ class RecordingMethod(ContinualMethod):
     def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         self.events.append(f"end {task_index}")
 
-    def actor_aux_loss(self, agent: ContinualSAC, batch: object) -> torch.Tensor:
+    def actor_aux_loss(self, agent: ContinualSAC, batch: object, extra: None) -> torch.Tensor:
         return 1e3 * sum((p**2).sum() for p in agent.actor.latent_pi.parameters())
 
     def adjust_gradients(self, agent: ContinualSAC, network: str) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crlgym.envs.padding import METAWORLD_SLOT
-from crlgym.envs.sequences import CW10, DMC6, DMC10, SEQUENCES
 
 import crlgym
 from crlgym import envs
+from crlgym.envs.padding import METAWORLD_SLOT
+from crlgym.envs.sequences import CW10, DMC6, DMC10, SEQUENCES
 
 CW10_BRIEF = [
     "hammer",
@@ -55,17 +55,8 @@ def test_single_task_and_comma_lists() -> None:
     assert envs.load_sequence(",".join(mt40)).task_names == mt40
 
 
-def test_current_task_index_moves_forward() -> None:
-    sequence = envs.load_sequence("toy-reach-0,toy-reach-4,toy-mirror-0")
-    assert sequence.current_task_index == 0
-    assert sequence.advance() and sequence.advance()
-    assert sequence.current_task.task == "toy-mirror-0"
-    assert not sequence.advance() and sequence.current_task_index == 2
-
-
 def test_builds_envs_for_earlier_tasks() -> None:
     sequence = envs.load_sequence("toy-reach-0,toy-reach-4")
-    sequence.advance()
     earlier = sequence.make_env(0, seed=0)
     assert earlier.unwrapped.task_name == "toy-reach-0"
 

@@ -7,13 +7,14 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
+
 from crlgym.envs.toy import (
     TOY_TASK_NAMES,
     PointReachEnv,
     make_toy_env,
     toy_task_goal,
 )
-from gymnasium.utils.env_checker import check_env
 
 N_EPISODES = 20
 

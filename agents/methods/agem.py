@@ -4,21 +4,22 @@ that it does not increase the loss on a batch of that memory."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from crlgym.agents.methods.base import ContinualMethod, Network
-from crlgym.agents.methods.replay import (
+
+from crlgym.agents.methods.base import ContinualMethod, MethodOptions, Network
+from crlgym.agents.methods.common import (
     EpisodicMemory,
     as_transitions,
     check_positive,
     generator_state,
     lazy_generator,
     restore_generator,
-    sac_actor_loss,
-    sac_critic_loss,
     task_transitions,
 )
+from crlgym.agents.sac_losses import sac_actor_loss, sac_critic_loss
 
 if TYPE_CHECKING:
     from crlgym.agents.sac import ContinualSAC
@@ -37,7 +38,26 @@ def agem_project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     return gradient - (dot / torch.dot(reference, reference)) * reference
 
 
-class AGEM(ContinualMethod):
+@dataclass(frozen=True)
+class AGEMOptions(MethodOptions):
+    """Options of `AGEM`."""
+
+    samples_per_task: int = 10_000
+    """Transitions stored per finished task (CW: 10,000)."""
+    episodic_batch_size: int = 128
+    """Memory transitions per reference gradient (CW: 128)."""
+    regularize_critic: bool = True
+    """Project the critic's gradient too (as in CW's A-GEM runs); false projects only the
+    actor's."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(
+            samples_per_task=self.samples_per_task, episodic_batch_size=self.episodic_batch_size
+        )
+
+
+class AGEM(ContinualMethod[None]):
     """Averaged Gradient Episodic Memory.
 
     At a task's end, ``samples_per_task`` of its transitions (uniform without replacement
@@ -55,27 +75,17 @@ class AGEM(ContinualMethod):
     both); the agent's hooks adjust each network on its own, so here each network's
     gradient is projected with its own reference gradient.
 
-    Options (keyword-only):
-        samples_per_task: transitions stored per finished task (default 10_000, CW).
-        episodic_batch_size: memory transitions per reference gradient (default 128, CW).
-        regularize_critic: project the critic's gradient too (default True, as in CW's
-            A-GEM runs); False projects only the actor's.
+    Options: `AGEMOptions`.
     """
 
     name = "agem"
     description = "A-GEM: project gradients that would increase the loss on an episodic memory"
 
-    def __init__(
-        self,
-        *,
-        samples_per_task: int = 10_000,
-        episodic_batch_size: int = 128,
-        regularize_critic: bool = True,
-    ) -> None:
-        check_positive(samples_per_task=samples_per_task, episodic_batch_size=episodic_batch_size)
-        self.samples_per_task = samples_per_task
-        self.episodic_batch_size = episodic_batch_size
-        self.regularize_critic = regularize_critic
+    Options: ClassVar[type[MethodOptions]] = AGEMOptions
+    options: AGEMOptions
+
+    def __init__(self, options: MethodOptions | None = None, /, **values: Any) -> None:
+        super().__init__(options, **values)
         self.memory = EpisodicMemory()
         self.generator: torch.Generator | None = None
         self.projections = {"actor": 0, "critic": 0}
@@ -85,7 +95,7 @@ class AGEM(ContinualMethod):
 
     def on_task_end(self, agent: ContinualSAC, task_index: int) -> None:
         self.generator = lazy_generator(self.generator)
-        data = task_transitions(agent, self.samples_per_task, self.generator)
+        data = task_transitions(agent, self.options.samples_per_task, self.generator)
         self.memory.append(task_index, data)
 
     def _parameters(self, agent: ContinualSAC, network: Network) -> list[torch.nn.Parameter]:
@@ -95,7 +105,7 @@ class AGEM(ContinualMethod):
     def reference_gradient(self, agent: ContinualSAC, network: Network) -> torch.Tensor:
         """Flat gradient of ``network``'s SAC loss on a fresh batch of the memory (leaves
         every parameter's ``.grad`` as it is)."""
-        batch = as_transitions(self.memory.sample(self.episodic_batch_size), agent.device)
+        batch = as_transitions(self.memory.sample(self.options.episodic_batch_size), agent.device)
         if network == "actor":
             loss = sac_actor_loss(agent, batch.observations)
         else:
@@ -110,7 +120,7 @@ class AGEM(ContinualMethod):
         )
 
     def adjust_gradients(self, agent: ContinualSAC, network: Network) -> None:
-        if len(self.memory) == 0 or (network == "critic" and not self.regularize_critic):
+        if len(self.memory) == 0 or (network == "critic" and not self.options.regularize_critic):
             return
         reference = self.reference_gradient(agent, network)
         parameters = self._parameters(agent, network)
@@ -138,4 +148,4 @@ class AGEM(ContinualMethod):
         self.generator = restore_generator(state["generator"])
 
 
-__all__ = ["AGEM", "agem_project"]
+__all__ = ["AGEM", "AGEMOptions", "agem_project"]

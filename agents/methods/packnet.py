@@ -57,12 +57,12 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
-from crlgym.agents.methods.base import ContinualMethod, Network
 from torch import nn
 
+from crlgym.agents.methods.base import ContinualMethod, MethodOptions, Network
 from crlgym.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -98,39 +98,45 @@ class Frozen:
     """The frozen entries' values, 0.0 elsewhere (the whole tensor when all frozen)."""
 
 
-class PackNet(ContinualMethod):
-    """PackNet: prune after each task, freeze what the task keeps, mask per task at test."""
+@dataclass(frozen=True)
+class PackNetOptions(MethodOptions):
+    """Options of `PackNet`."""
+
+    retrain_steps: int = 100_000
+    """Env steps at the end of each task's budget spent retraining the kept weights after
+    pruning (at most half the budget)."""
+    prune_fraction: float | None = None
+    """Share of the still-free weights each task gives up (the last task keeps all); None:
+    the paper's tasks_left / (tasks_left + 1)."""
+    regularize_critic: bool = False
+    """Pack the critics too (CW: false, only the actor)."""
+    clipnorm: float | None = 2e-5
+    """Global gradient norm bound of actor and critic (CW: 2e-5); None: off."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.retrain_steps < 0:
+            raise ConfigError(f"retrain_steps must be >= 0, got {self.retrain_steps}")
+        if self.prune_fraction is not None and not 0.0 <= self.prune_fraction < 1.0:
+            raise ConfigError(f"prune_fraction must be in [0, 1), got {self.prune_fraction}")
+        if self.clipnorm is not None and self.clipnorm <= 0:
+            raise ConfigError(f"clipnorm must be positive, got {self.clipnorm}")
+
+
+class PackNet(ContinualMethod[None]):
+    """PackNet: prune after each task, freeze what the task keeps, mask per task at test.
+
+    Options: `PackNetOptions`.
+    """
 
     name = "packnet"
     description = "PackNet: per-task weight pruning and freezing, task masks at evaluation"
 
-    def __init__(
-        self,
-        *,
-        retrain_steps: int = 100_000,
-        prune_fraction: float | None = None,
-        regularize_critic: bool = False,
-        clipnorm: float | None = 2e-5,
-    ) -> None:
-        """
-        Args:
-            retrain_steps: env steps at the end of each task's budget spent retraining the
-                kept weights after pruning (at most half the budget).
-            prune_fraction: share of the still-free weights each task gives up (the last
-                task keeps all); None: the paper's ``tasks_left / (tasks_left + 1)``.
-            regularize_critic: pack the critics too (CW: False, only the actor).
-            clipnorm: global gradient norm bound of actor and critic (CW: 2e-5); None: off.
-        """
-        if retrain_steps < 0:
-            raise ConfigError(f"retrain_steps must be >= 0, got {retrain_steps}")
-        if prune_fraction is not None and not 0.0 <= prune_fraction < 1.0:
-            raise ConfigError(f"prune_fraction must be in [0, 1), got {prune_fraction}")
-        if clipnorm is not None and clipnorm <= 0:
-            raise ConfigError(f"clipnorm must be positive, got {clipnorm}")
-        self.retrain_steps = retrain_steps
-        self.prune_fraction = prune_fraction
-        self.regularize_critic = regularize_critic
-        self.clipnorm = clipnorm
+    Options: ClassVar[type[MethodOptions]] = PackNetOptions
+    options: PackNetOptions
+
+    def __init__(self, options: MethodOptions | None = None, /, **values: Any) -> None:
+        super().__init__(options, **values)
         self.owners: dict[str, torch.Tensor] = {}
         """Owner task of every entry of every managed parameter (int16, -1: free)."""
         self.packed_task = FREE
@@ -143,7 +149,7 @@ class PackNet(ContinualMethod):
 
     # -- which parameters ------------------------------------------------------------------
     def _networks(self) -> tuple[Network, ...]:
-        return ("actor", "critic") if self.regularize_critic else ("actor",)
+        return ("actor", "critic") if self.options.regularize_critic else ("actor",)
 
     def slots(self, agent: ContinualSAC) -> dict[str, list[Slot]]:
         """The managed parameters of each packed network (built once per agent)."""
@@ -151,14 +157,16 @@ class PackNet(ContinualMethod):
             heads = agent.actor.num_heads
             actor = agent.actor
             slots = {"actor": _trunk_slots("actor.latent_pi", actor.latent_pi)}
-            slots["actor"] += _head_slots("actor.mu", actor.mu, heads)
-            slots["actor"] += _head_slots("actor.log_std", actor.log_std, heads)
-            if self.regularize_critic:
+            for layer_name, layer in actor.output_layers().items():  # mu, then log_std
+                slots["actor"] += _head_slots(f"actor.{layer_name}", layer, heads)
+            if self.options.regularize_critic:
                 slots["critic"] = []
                 for index, q_net in enumerate(agent.critic.q_networks):
-                    trunk, head = q_net[0], q_net[1]
+                    trunk, head = q_net.get_submodule("0"), q_net.get_submodule("1")
                     slots["critic"] += _trunk_slots(f"critic.qf{index}.0", trunk)
-                    slots["critic"] += _head_slots(f"critic.qf{index}.1", head, heads)
+                    slots["critic"] += _head_slots(
+                        f"critic.qf{index}.1", cast(nn.Linear, head), heads
+                    )
             self._slots, self._slots_of = slots, agent.actor
             for slot in self.all_slots(agent):
                 if slot.name not in self.owners:
@@ -177,23 +185,25 @@ class PackNet(ContinualMethod):
         tasks_left = num_tasks - task_index - 1
         if tasks_left <= 0:
             return 0.0
-        if self.prune_fraction is None:
+        if self.options.prune_fraction is None:
             return tasks_left / (tasks_left + 1)
-        return self.prune_fraction
+        return self.options.prune_fraction
 
     def retrain_length(self, agent: ContinualSAC) -> int:
         """Env steps of the current task's retraining phase (0: prune at the task's end)."""
         budget = agent.task_budget
         if budget is None or self.fraction_to_prune(agent.current_task, agent.num_tasks) == 0:
             return 0
-        return min(self.retrain_steps, budget // 2)
+        return min(self.options.retrain_steps, budget // 2)
 
     def _packed(self, agent: ContinualSAC) -> bool:
         return self.packed_task == agent.current_task
 
     # -- hooks -----------------------------------------------------------------------------
     def on_task_start(self, agent: ContinualSAC, task_index: int) -> None:
-        if agent.config.reset_actor or (self.regularize_critic and agent.config.reset_critic):
+        if agent.config.reset_actor or (
+            self.options.regularize_critic and agent.config.reset_critic
+        ):
             raise ConfigError(
                 "PackNet keeps earlier tasks' weights in the packed networks: turn off "
                 "reset_actor (and reset_critic with regularize_critic)"
@@ -225,9 +235,9 @@ class PackNet(ContinualMethod):
                 else:
                     grad.mul_(frozen.trainable)
             self._hook_optimizer(agent, network)
-        if self.clipnorm is not None:
+        if self.options.clipnorm is not None:
             module = agent.actor if network == "actor" else agent.critic
-            nn.utils.clip_grad_norm_(module.parameters(), self.clipnorm)
+            nn.utils.clip_grad_norm_(module.parameters(), self.options.clipnorm)
 
     @contextmanager
     def evaluating(self, agent: ContinualSAC, task_index: int) -> Iterator[None]:

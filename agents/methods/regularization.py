@@ -35,19 +35,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
-from crlgym.agents.methods.base import ContinualMethod, Network
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from crlgym.agents.methods.base import ContinualMethod, MethodOptions, Network
+from crlgym.agents.methods.common import QuadraticAnchor
+
 if TYPE_CHECKING:
-    from crlgym.agents.sac import ContinualSAC
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    from crlgym.agents.sac import ContinualSAC
 
 ParameterTensors = dict[str, torch.Tensor]
 """One tensor per parameter, keyed by its ``named_parameters()`` name."""
+
+
+class GaussianActor(Protocol):
+    """What the importance of an actor needs: its Gaussian's parameters per observation."""
+
+    def get_action_dist_params(
+        self, obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]: ...
+
 
 Outputs = Callable[..., torch.Tensor]
 """``outputs(network, *inputs) -> (batch, k)``: the per-sample quantities whose gradients
@@ -65,7 +78,7 @@ def output_heads(network: nn.Module) -> list[nn.Module]:
     q_networks = getattr(network, "q_networks", None)
     if q_networks is not None:
         return [q_net[-1] for q_net in q_networks]
-    return [network.mu, network.log_std]
+    return [network.get_submodule("mu"), network.get_submodule("log_std")]
 
 
 def task_masks(network: nn.Module, task_index: int) -> ParameterTensors:
@@ -91,34 +104,53 @@ def task_masks(network: nn.Module, task_index: int) -> ParameterTensors:
 # --- the shared base --------------------------------------------------------------------
 
 
-class ParameterRegularizer(ContinualMethod):
+@dataclass(frozen=True)
+class RegularizerOptions(MethodOptions):
+    """Options of every `ParameterRegularizer`."""
+
+    coef: float = 1.0
+    """Strength of the penalty (Continual World's cl_reg_coef)."""
+    regularize_critic: bool = False
+    """Also regularize the critic (its own importance and penalty, added to the critic
+    loss); Continual World regularizes only the actor."""
+
+
+class ParameterRegularizer(ContinualMethod[None]):
     """Quadratic pull towards the parameters of the latest finished task, weighted by a
-    per-parameter importance summed over the finished tasks.
+    per-parameter importance summed over the finished tasks: one `QuadraticAnchor` per
+    regularized network.
 
     Subclasses define `task_importance` (and `importance_data` when it needs data).
-
-    Args:
-        coef: strength of the penalty (Continual World's ``cl_reg_coef``).
-        regularize_critic: also regularize the critic (its own importance and penalty,
-            added to the critic loss); Continual World regularizes only the actor.
+    Options: `RegularizerOptions` (or a subclass).
     """
 
     name = "regularizer"
     description = "quadratic pull towards earlier tasks' parameters (base of l2/ewc/mas)"
+    Options: ClassVar[type[MethodOptions]] = RegularizerOptions
+    options: RegularizerOptions
 
-    def __init__(self, *, coef: float = 1.0, regularize_critic: bool = False) -> None:
-        self.coef = float(coef)
-        self.regularize_critic = bool(regularize_critic)
-        self.old_params: dict[str, ParameterTensors] = {}
-        """Per network name ("actor", "critic"): parameters at the end of the latest task."""
-        self.importance: dict[str, ParameterTensors] = {}
-        """Per network name: importance summed over the finished tasks."""
+    def __init__(self, options: MethodOptions | None = None, /, **values: Any) -> None:
+        super().__init__(options, **values)
+        self.anchors: dict[Network, QuadraticAnchor] = {
+            network: QuadraticAnchor() for network in self.networks()
+        }
+        """Per regularized network: importance and anchor."""
         self.finished_tasks: list[int] = []
         """Tasks already consolidated (`on_task_end` is idempotent per task)."""
 
     def networks(self) -> tuple[Network, ...]:
         """The networks this method regularizes."""
-        return ("actor", "critic") if self.regularize_critic else ("actor",)
+        return ("actor", "critic") if self.options.regularize_critic else ("actor",)
+
+    @property
+    def old_params(self) -> dict[Network, ParameterTensors]:
+        """Per consolidated network: parameters at the end of the latest task."""
+        return {network: a.anchor for network, a in self.anchors.items() if not a.empty}
+
+    @property
+    def importance(self) -> dict[Network, ParameterTensors]:
+        """Per consolidated network: importance summed over the finished tasks."""
+        return {network: a.importance for network, a in self.anchors.items() if not a.empty}
 
     # -- what subclasses define -----------------------------------------------------------
     def importance_data(self, agent: ContinualSAC) -> list[ReplayBufferSamples]:
@@ -144,78 +176,67 @@ class ParameterRegularizer(ContinualMethod):
             module: nn.Module = getattr(agent, network)
             masks = task_masks(module, task_index)
             new = self.task_importance(agent, network, data)
-            total = self.importance.get(network, {})
-            self.importance[network] = {
-                name: new[name].detach() * masks[name] + total.get(name, 0.0) for name in masks
-            }
-            self.old_params[network] = {
-                name: param.detach().clone() for name, param in module.named_parameters()
-            }
+            self.anchors[network].consolidate(
+                dict(module.named_parameters()),
+                {name: new[name].detach() * masks[name] for name in masks},
+            )
         self.finished_tasks.append(task_index)
 
     def actor_aux_loss(
-        self, agent: ContinualSAC, batch: ReplayBufferSamples
+        self, agent: ContinualSAC, batch: ReplayBufferSamples, extra: None
     ) -> torch.Tensor | None:
         return self.penalty(agent, "actor")
 
     def critic_aux_loss(
-        self, agent: ContinualSAC, batch: ReplayBufferSamples
+        self, agent: ContinualSAC, batch: ReplayBufferSamples, extra: None
     ) -> torch.Tensor | None:
-        return self.penalty(agent, "critic") if self.regularize_critic else None
+        return self.penalty(agent, "critic") if self.options.regularize_critic else None
 
     def penalty(self, agent: ContinualSAC, network: Network) -> torch.Tensor | None:
         """``coef * sum_p sum(importance_p * (p - p_old)^2)``; None before any task ended."""
-        if network not in self.old_params:
+        anchor = self.anchors.get(network)
+        if anchor is None:
             return None
-        params = dict(getattr(agent, network).named_parameters())
-        old, importance = self._placed(network, next(iter(params.values())).device)
-        terms = [(importance[name] * (params[name] - old[name]).square()).sum() for name in old]
-        return self.coef * torch.stack(terms).sum()
-
-    def _placed(
-        self, network: str, device: torch.device
-    ) -> tuple[ParameterTensors, ParameterTensors]:
-        """The stored tensors of ``network``, moved once to ``device`` (after a CPU load)."""
-        for store in (self.old_params, self.importance):
-            if any(t.device != device for t in store[network].values()):
-                store[network] = {name: t.to(device) for name, t in store[network].items()}
-        return self.old_params[network], self.importance[network]
+        penalty = anchor.penalty(dict(getattr(agent, network).named_parameters()))
+        return None if penalty is None else self.options.coef * penalty
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Anchors, importances and finished tasks (tensors and plain values only)."""
+        """Anchors, importances and finished tasks (tensors and plain values only), keyed
+        ``old_params`` / ``importance`` (per network name) / ``finished_tasks``."""
+        states = {network: a.state_dict() for network, a in self.anchors.items() if not a.empty}
         return {
-            "old_params": _clone(self.old_params),
-            "importance": _clone(self.importance),
+            "old_params": {network: state["anchor"] for network, state in states.items()},
+            "importance": {network: state["importance"] for network, state in states.items()},
             "finished_tasks": list(self.finished_tasks),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.old_params = _clone(state["old_params"])
-        self.importance = _clone(state["importance"])
-        self.finished_tasks = [int(task) for task in state["finished_tasks"]]
+        self.anchors = {network: QuadraticAnchor() for network in self.networks()}
+        for network, anchor in state["old_params"].items():
+            restored = self.anchors.setdefault(network, QuadraticAnchor())
+            restored.load_state_dict({"anchor": anchor, "importance": state["importance"][network]})
+        self.finished_tasks = [int(task_index) for task_index in state["finished_tasks"]]
 
 
-def _clone(tensors: dict[str, ParameterTensors]) -> dict[str, ParameterTensors]:
-    return {
-        network: {name: t.detach().clone() for name, t in per_param.items()}
-        for network, per_param in tensors.items()
-    }
+@dataclass(frozen=True)
+class L2Options(RegularizerOptions):
+    """Options of `L2`."""
+
+    coef: float = 1e5
+    """Strength of the penalty (Continual World's CW20 setting: 1e5)."""
 
 
 class L2(ParameterRegularizer):
     """L2: every parameter is equally important (importance 1 per finished task).
 
-    Args:
-        coef: penalty strength (default 1e5, Continual World's CW20 setting).
-        regularize_critic: also regularize the critic (default False).
+    Options: `L2Options`.
     """
 
     name = "l2"
     description = "L2 pull towards earlier tasks' parameters (Continual World, coef 1e5)"
-
-    def __init__(self, *, coef: float = 1e5, regularize_critic: bool = False) -> None:
-        super().__init__(coef=coef, regularize_critic=regularize_critic)
+    Options: ClassVar[type[MethodOptions]] = L2Options
+    options: L2Options
 
     def task_importance(
         self,
@@ -284,37 +305,46 @@ def mean_per_sample_statistic(
 # --- data-driven importance -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SampledImportanceOptions(RegularizerOptions):
+    """Options of every `SampledImportanceRegularizer` (EWC, MAS)."""
+
+    coef: float = 1e4
+    """Strength of the penalty (Continual World's CW20 setting: 1e4)."""
+    num_batches: int = 10
+    """Batches sampled from the replay buffer at the end of a task to estimate the
+    importance on (Continual World: 10)."""
+    batch_size: int = 256
+    """Transitions per such batch (Continual World: 256)."""
+    squash_mean: bool = True
+    """Take the importance of the action mean after tanh (Continual World's actor returns
+    tanh(mu); the action scale is 1 on Meta-World); false: of the pre-tanh mean."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_batches <= 0 or self.batch_size <= 0:
+            raise ValueError("num_batches and batch_size must be positive")
+
+
 class SampledImportanceRegularizer(ParameterRegularizer):
     """Base of `EWC` and `MAS`: importance is a mean over the finished task's transitions of
     a per-sample gradient statistic of the actor's (and critic's) outputs.
 
-    Args:
-        coef, regularize_critic: as in `ParameterRegularizer`.
-        num_batches, batch_size: transitions sampled from the replay buffer at the end of a
-            task (Continual World: 10 batches of 256).
-        squash_mean: use the action mean after tanh (Continual World's actor returns
-            ``tanh(mu)``; the action scale is 1 on Meta-World); False: the pre-tanh mean.
+    Options: `SampledImportanceOptions` (or a subclass).
     """
 
-    statistic: Callable[[torch.Tensor], torch.Tensor]
-    actor_floor: float = 0.0
+    Options: ClassVar[type[MethodOptions]] = SampledImportanceOptions
+    options: SampledImportanceOptions
 
-    def __init__(
-        self,
-        *,
-        coef: float,
-        regularize_critic: bool = False,
-        num_batches: int = 10,
-        batch_size: int = 256,
-        squash_mean: bool = True,
-    ) -> None:
-        super().__init__(coef=coef, regularize_critic=regularize_critic)
-        if num_batches <= 0 or batch_size <= 0:
-            raise ValueError("num_batches and batch_size must be positive")
-        self.num_batches, self.batch_size = int(num_batches), int(batch_size)
-        self.squash_mean = bool(squash_mean)
+    def actor_floor(self) -> float:
+        """Lower bound of each sample's actor statistic (0: none)."""
+        return 0.0
 
-    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
+    def statistic(self, jacobian: torch.Tensor) -> torch.Tensor:
+        """The per-sample statistic of a Jacobian, summed over outputs by the caller."""
+        raise NotImplementedError
+
+    def actor_outputs(self, actor: GaussianActor, observations: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def critic_outputs(
@@ -324,7 +354,7 @@ class SampledImportanceRegularizer(ParameterRegularizer):
 
     def policy_mean(self, mean: torch.Tensor) -> torch.Tensor:
         """The action mean the importance is taken of (`squash_mean`)."""
-        return torch.tanh(mean) if self.squash_mean else mean
+        return torch.tanh(mean) if self.options.squash_mean else mean
 
     def importance_data(self, agent: ContinualSAC) -> list[ReplayBufferSamples]:
         buffer = agent.replay_buffer
@@ -334,7 +364,8 @@ class SampledImportanceRegularizer(ParameterRegularizer):
                 "importance is estimated on the task's own transitions"
             )
         env = getattr(agent, "_vec_normalize_env", None)
-        return [buffer.sample(self.batch_size, env=env) for _ in range(self.num_batches)]
+        options = self.options
+        return [buffer.sample(options.batch_size, env=env) for _ in range(options.num_batches)]
 
     def task_importance(
         self,
@@ -343,16 +374,25 @@ class SampledImportanceRegularizer(ParameterRegularizer):
         data: Sequence[ReplayBufferSamples],
     ) -> ParameterTensors:
         if network == "actor":
-            inputs = [(batch.observations,) for batch in data]
+            states = [(batch.observations,) for batch in data]
             return mean_per_sample_statistic(
-                agent.actor, self.actor_outputs, inputs, self.statistic, self.actor_floor
+                agent.actor, self.actor_outputs, states, self.statistic, self.actor_floor()
             )
-        inputs = [(batch.observations, batch.actions) for batch in data]
-        return mean_per_sample_statistic(agent.critic, self.critic_outputs, inputs, self.statistic)
+        pairs = [(batch.observations, batch.actions) for batch in data]
+        return mean_per_sample_statistic(agent.critic, self.critic_outputs, pairs, self.statistic)
 
 
 FISHER_EPS = 1e-6
 """Added to the variance in the Fisher's denominator (Continual World)."""
+
+
+@dataclass(frozen=True)
+class EWCOptions(SampledImportanceOptions):
+    """Options of `EWC`."""
+
+    fisher_clip: float = 1e-5
+    """Lower bound of each sample's Fisher (Continual World clips at 1e-5, so every shared
+    parameter keeps a small importance); 0 for none."""
 
 
 class EWC(SampledImportanceRegularizer):
@@ -369,42 +409,21 @@ class EWC(SampledImportanceRegularizer):
     ``regularize_critic``) is the Fisher of a unit-variance Gaussian around each Q-value:
     ``E_s[(d Q/d theta)^2]``, unclipped.
 
-    Args:
-        coef: penalty strength (default 1e4, Continual World's CW20 setting).
-        regularize_critic: also regularize the critic (default False).
-        num_batches, batch_size: replay transitions the Fisher is averaged over (10 x 256).
-        squash_mean: Fisher of ``tanh(mean)`` (Continual World, default) or of the mean.
-        fisher_clip: lower bound of each sample's Fisher (Continual World clips at 1e-5, so
-            every shared parameter keeps a small importance); 0 for none.
+    Options: `EWCOptions`.
     """
 
     name = "ewc"
     description = "EWC: Fisher-weighted pull towards earlier tasks' parameters (coef 1e4)"
+    Options: ClassVar[type[MethodOptions]] = EWCOptions
+    options: EWCOptions
 
-    def __init__(
-        self,
-        *,
-        coef: float = 1e4,
-        regularize_critic: bool = False,
-        num_batches: int = 10,
-        batch_size: int = 256,
-        squash_mean: bool = True,
-        fisher_clip: float = 1e-5,
-    ) -> None:
-        super().__init__(
-            coef=coef,
-            regularize_critic=regularize_critic,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            squash_mean=squash_mean,
-        )
-        self.fisher_clip = self.actor_floor = float(fisher_clip)
+    def actor_floor(self) -> float:
+        return self.options.fisher_clip
 
-    @staticmethod
-    def statistic(jacobian: torch.Tensor) -> torch.Tensor:
+    def statistic(self, jacobian: torch.Tensor) -> torch.Tensor:
         return jacobian.square()
 
-    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
+    def actor_outputs(self, actor: GaussianActor, observations: torch.Tensor) -> torch.Tensor:
         """``[mu, sqrt(2) sigma] / sqrt(sigma^2 + eps)`` with the denominator held constant:
         the sum of the squared gradients of these is the Fisher above."""
         mean, log_std, _ = actor.get_action_dist_params(observations)
@@ -418,6 +437,11 @@ class EWC(SampledImportanceRegularizer):
         return torch.cat(critic(observations, actions), dim=1)
 
 
+@dataclass(frozen=True)
+class MASOptions(SampledImportanceOptions):
+    """Options of `MAS` (those of every sampled-importance regularizer)."""
+
+
 class MAS(SampledImportanceRegularizer):
     """MAS: importance = mean over the task's states of ``|d ||output||_2^2 / d theta|``.
 
@@ -426,38 +450,18 @@ class MAS(SampledImportanceRegularizer):
     squared L2 norm of the output, absolute value per sample, averaged). The critic's (with
     ``regularize_critic``): ``|d Q^2 / d theta|`` per Q-network.
 
-    Args:
-        coef: penalty strength (default 1e4, Continual World's CW20 setting).
-        regularize_critic: also regularize the critic (default False).
-        num_batches, batch_size: replay transitions the importance is averaged over (10 x 256).
-        squash_mean: norm of ``tanh(mean)`` (Continual World, default) or of the mean.
+    Options: `MASOptions`.
     """
 
     name = "mas"
     description = "MAS: output-sensitivity-weighted pull towards earlier tasks' parameters"
+    Options: ClassVar[type[MethodOptions]] = MASOptions
+    options: MASOptions
 
-    def __init__(
-        self,
-        *,
-        coef: float = 1e4,
-        regularize_critic: bool = False,
-        num_batches: int = 10,
-        batch_size: int = 256,
-        squash_mean: bool = True,
-    ) -> None:
-        super().__init__(
-            coef=coef,
-            regularize_critic=regularize_critic,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            squash_mean=squash_mean,
-        )
-
-    @staticmethod
-    def statistic(jacobian: torch.Tensor) -> torch.Tensor:
+    def statistic(self, jacobian: torch.Tensor) -> torch.Tensor:
         return jacobian.abs()
 
-    def actor_outputs(self, actor: nn.Module, observations: torch.Tensor) -> torch.Tensor:
+    def actor_outputs(self, actor: GaussianActor, observations: torch.Tensor) -> torch.Tensor:
         mean, log_std, _ = actor.get_action_dist_params(observations)
         squared_norm = self.policy_mean(mean).square().sum(dim=1) + log_std.square().sum(dim=1)
         return squared_norm.unsqueeze(1)
@@ -474,7 +478,12 @@ __all__ = [
     "EWC",
     "L2",
     "MAS",
+    "EWCOptions",
+    "L2Options",
+    "MASOptions",
     "ParameterRegularizer",
+    "RegularizerOptions",
+    "SampledImportanceOptions",
     "SampledImportanceRegularizer",
     "mean_per_sample_statistic",
     "per_sample_jacobians",
