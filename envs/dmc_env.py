@@ -118,7 +118,7 @@ class DMControlEnv(gym.Wrapper):
         self._return = 0.0
 
     @property
-    def render_mode(self) -> str | None:  # type: ignore[override]
+    def render_mode(self) -> str | None:  # type: ignore[override]  # read-only: fixed at build
         return self._render_mode
 
     def _flatten(self, observation: dict[str, Any]) -> np.ndarray:

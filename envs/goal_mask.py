@@ -117,7 +117,7 @@ class GoalMaskedEnv(gym.Wrapper):
 
     @property
     def episode_length(self) -> int:
-        return self.env.episode_length  # type: ignore[attr-defined]
+        return self.env.episode_length  # type: ignore[attr-defined]  # a MetaWorldEnv's
 
     def _mask(self, observation: np.ndarray) -> np.ndarray:
         if self._t >= self.visible_steps:

@@ -147,8 +147,10 @@ class PointReachEnv(gym.Env):
         self.task_name = task_name
 
         obs_dim = 4 if self.include_last_action else 2
-        self.observation_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.observation_space: spaces.Box = spaces.Box(
+            -1.0, 1.0, shape=(obs_dim,), dtype=np.float32
+        )
+        self.action_space: spaces.Box = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
         # Episode state (Python floats for speed); None until the first reset.
         self._x: float | None = None
@@ -335,4 +337,4 @@ class ToyFamily(TaskFamily):
 
     def spaces(self, name: str) -> tuple[spaces.Box, spaces.Box]:
         env = make_toy_env(name)
-        return env.observation_space, env.action_space  # type: ignore[return-value]
+        return env.observation_space, env.action_space
