@@ -264,7 +264,11 @@ def load_sequence(
     if text.endswith((".yaml", ".yml")) or _is_file(text):
         return load_sequence_file(text, config, steps_per_task=steps_per_task)
     if "," in text:
-        names = [part for part in (p.strip() for p in text.split(",")) if part]
+        names = [p.strip() for p in text.split(",")]
+        if not all(names):
+            raise UnknownSequenceError(
+                f"sequence '{text}' has an empty task name; remove the extra comma"
+            )
         return TaskSequence(text, names, config, steps_per_task)
     try:
         return TaskSequence(text, [text], config, steps_per_task)

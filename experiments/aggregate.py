@@ -5,7 +5,10 @@ Every metric is recomputed from a run's evaluation matrix by
 :func:`crlgym.experiments.metrics.summarize` (a run's stored metrics are never used) and
 aggregated over seeds with a 90% percentile bootstrap confidence interval
 (:func:`crlgym.experiments.metrics.bootstrap_ci`). Metrics that cannot be computed (e.g.
-forward transfer without single-task reference runs) are ``None``, shown as ``n/a``.
+forward transfer without single-task reference runs) are ``None``, shown as ``n/a``; tasks
+never evaluated inside their own training window (whose forgetting and forward transfer are
+therefore unavailable, see :func:`crlgym.experiments.metrics.tasks_without_own_evaluation`)
+are listed per run in :attr:`MethodSummary.tasks_without_own_evaluation`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 
 from crlgym.errors import CrlgymError
-from crlgym.experiments.metrics import bootstrap_ci, summarize
+from crlgym.experiments.metrics import bootstrap_ci, summarize, tasks_without_own_evaluation
 from crlgym.experiments.results import RESULTS_FILE, ResultsError, RunResults, read
 
 __all__ = [
@@ -90,7 +93,9 @@ class MethodSummary:
     ``values[key]`` holds the per-seed values of each metric in :data:`METRICS` (seeds where
     the metric is undefined are left out); ``metrics[key]`` aggregates them, ``None`` when no
     seed has a value. ``label`` is what tables show: the method, plus the sequence when the
-    report covers more than one sequence.
+    report covers more than one sequence. ``tasks_without_own_evaluation`` maps the name of
+    each run with tasks never evaluated inside their own training window to those tasks'
+    names (runs without such tasks are left out).
     """
 
     method: str
@@ -101,6 +106,9 @@ class MethodSummary:
     unfinished: tuple[str, ...]
     values: Mapping[str, tuple[float, ...]]
     metrics: Mapping[str, MetricValue | None]
+    tasks_without_own_evaluation: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 def _aggregate(values: Sequence[float]) -> MetricValue | None:
@@ -156,6 +164,11 @@ def summarize_runs(runs: Sequence[RunResults]) -> list[MethodSummary]:
     for (method, sequence), group in groups.items():
         group = sorted(group, key=lambda run: run.seed)
         per_run = [_run_metrics(run) for run in group]
+        lacking = {
+            run.name: tuple(run.tasks[i] for i in missing)
+            for run in group
+            if (missing := tasks_without_own_evaluation(run.matrix))
+        }
         values = {
             key: tuple(value for m in per_run if (value := m[key]) is not None) for key in METRICS
         }
@@ -169,6 +182,7 @@ def summarize_runs(runs: Sequence[RunResults]) -> list[MethodSummary]:
                 unfinished=tuple(run.name for run in group if not run.evaluated_to_end),
                 values=MappingProxyType(values),
                 metrics=MappingProxyType({key: _aggregate(values[key]) for key in METRICS}),
+                tasks_without_own_evaluation=MappingProxyType(lacking),
             )
         )
     return summaries

@@ -1,7 +1,8 @@
 """The ``crl`` command line.
 
-User mistakes (unknown task, bad value) print one message and exit with status 2; nothing
-already written is touched.
+User mistakes (unknown task, bad value, a path that cannot be used) print one message and
+exit with status 2; nothing already written is touched. Ctrl-C prints one line (for crl train:
+the command that continues the run) and exits with status 130.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from typing import Any, NoReturn
 import crlgym
 from crlgym import envs
 from crlgym.errors import CrlgymError
-from crlgym.experiments.config import TrainConfig, add_config_options, config_option_names
+from crlgym.experiments.config import (
+    MAX_EVAL_EPISODES,
+    TrainConfig,
+    add_config_options,
+    config_option_names,
+)
 from crlgym.experiments.report import add_report_parser
 
 _CONFIG_OPTION_NAMES = config_option_names()
@@ -115,6 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from crlgym.experiments.runner import run_training
 
     config = config_from_args(args)
+    args.interrupted_run = Path(config.runs_dir) / config.name  # for Ctrl-C's message
     started = time.perf_counter()
     run_dir, results = run_training(config, resume=bool(args.resume), overwrite=args.overwrite)
     _print_run_summary(run_dir, results, time.perf_counter() - started)
@@ -136,10 +143,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if name in options:
             options[name] = dict(options[name])
     if args.resume:
-        config = load_run_config(Path(args.resume))
-        if Path(config.runs_dir) / config.name != Path(args.resume):
-            config.runs_dir = str(Path(args.resume).parent)
-            config.run_name = Path(args.resume).name
+        resume = Path(args.resume)
+        if resume.name in ("", ".", ".."):  # `--resume .` from inside the run
+            resume = resume.resolve()
+        config = load_run_config(resume)
+        if Path(config.runs_dir) / config.name != resume:
+            config.runs_dir = str(resume.parent)
+            config.run_name = resume.name
         if "progress" in options:
             config.progress = options["progress"]
     else:
@@ -176,16 +186,20 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from crlgym.experiments.runner import CHECKPOINT, Runner, load_run_config
+    from crlgym.experiments.runner import Runner, has_checkpoint, load_run_config
 
+    if args.episodes is not None and not 1 <= args.episodes <= MAX_EVAL_EPISODES:
+        raise crlgym.CrlgymError(
+            f"--episodes must be between 1 and {MAX_EVAL_EPISODES}, got {args.episodes}"
+        )
     run_dir = Path(args.run_dir)
     config = load_run_config(run_dir)
     config.progress = False
-    if args.episodes:
+    if args.episodes is not None:
         config.eval_episodes = args.episodes
-    runner = Runner(config, run_dir)
-    if not (run_dir / CHECKPOINT).is_file():
+    if not has_checkpoint(run_dir):
         raise crlgym.CrlgymError(f"{run_dir} has no checkpoint yet; nothing to evaluate")
+    runner = Runner(config, run_dir, tensorboard=False)  # evaluating writes nothing to the run
     runner.restore()
     scores, seconds = runner.evaluator.evaluate(runner.policy, runner.task_context)
     table = Table(title=f"{run_dir} at step {runner.agent.num_timesteps}")
@@ -464,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="YAML file of options (command-line options win)"
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run (only a directory that is a crlgym run is deleted)",
+    )
     add_config_options(train)
     train.set_defaults(run=_cmd_train)
 
@@ -487,9 +505,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except CrlgymError as error:
-        print(f"crl: error: {error}", file=sys.stderr)
+        print(f"crl: error: {_one_line(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ncrl: {_interrupted(args)}", file=sys.stderr)
+        return 130
+    except OSError as error:  # a path the system refused: say which and why, in one line
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"crl: error: {error.strerror or error}{where}; check the path and its permissions",
+            file=sys.stderr,
+        )
         return 2
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C says: for crl train, the command that continues the run."""
+    from crlgym.experiments.runner import is_run_dir
+
+    run_dir = getattr(args, "interrupted_run", None)
+    if run_dir is not None and is_run_dir(run_dir):
+        return f"interrupted; continue the run with: crl train --resume {run_dir}"
+    return "interrupted"
 
 
 if __name__ == "__main__":

@@ -35,6 +35,20 @@ AGENTS = ("sac", "dt", "l2m")
 #: Intervals that must fall on update phases (multiples of SAC's update_every).
 PERIODIC_OPTIONS = ("steps_per_task", "eval_every", "checkpoint_every")
 
+#: The most evaluation episodes per task and evaluation (``eval_episodes``,
+#: ``eval_deterministic_episodes``, ``crl eval --episodes``): more would make one evaluation
+#: take hours; a larger value is refused rather than run.
+MAX_EVAL_EPISODES = 1000
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a run name that is not one plain directory name (it would point elsewhere)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ConfigError(
+            f"run name {name!r} is not a plain name; give --run-name a name without "
+            "'/' (not '.', '..' or empty), e.g. --run-name my-run"
+        )
+
 
 @dataclass
 class TrainConfig:
@@ -108,6 +122,25 @@ class TrainConfig:
         for name in ("steps_per_task", "eval_every", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be zero or positive, got {self.seed}")
+        if self.eval_deterministic_episodes < 0:
+            raise ConfigError(
+                "eval_deterministic_episodes must be zero or positive, "
+                f"got {self.eval_deterministic_episodes}"
+            )
+        for name in ("eval_episodes", "eval_deterministic_episodes"):
+            if getattr(self, name) > MAX_EVAL_EPISODES:
+                raise ConfigError(
+                    f"{name} ({getattr(self, name)}) is above the limit of {MAX_EVAL_EPISODES} "
+                    "episodes per task; give a smaller value"
+                )
+        if self.episode_length is not None and self.episode_length <= 0:
+            raise ConfigError(f"episode_length must be positive, got {self.episode_length}")
+        if self.video_size <= 0:
+            raise ConfigError(f"video_size must be positive, got {self.video_size}")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
         if self.agent not in AGENTS:
             raise ConfigError(f"unknown agent '{self.agent}'; choose one of {', '.join(AGENTS)}")
         if self.agent != "sac" and self.method != "finetune":
@@ -195,11 +228,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config (TrainConfig fields; SAC fields flat or under ``sac:``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path} {problem}; give the path of a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read config file {path} ({error.strerror}); check its permissions"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a YAML config file") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        problem = " ".join(str(error).split())
+        raise ConfigError(f"{path}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     return data
@@ -225,6 +268,11 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
                     raise ConfigError(f"unknown {name} option '{sub_key}'{hint}")
                 sections[name][sub_name] = sub_value
         elif name == "method_options":
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(
+                    f"config option 'method_options' must be a mapping of KEY: VALUE, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
             train[name] = dict(value or {})
         elif name in train_names:
             train[name] = value
@@ -236,6 +284,9 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
                 hint = _did_you_mean(name, config_option_names() | set(SECTIONS))
                 raise ConfigError(f"unknown option '{key}'{hint}; see 'crl train --help'")
             sections[section][name] = value
+    _check_types(TrainConfig, train, "")
+    for section, cls in SECTIONS.items():
+        _check_types(cls, sections[section], f"{section}.")
     sac = sections["sac"]
     if "hidden_sizes" in sac:
         sac["hidden_sizes"] = tuple(sac["hidden_sizes"])
@@ -252,6 +303,48 @@ def build_config(values: dict[str, Any]) -> TrainConfig:
         )
     except TypeError as error:
         raise ConfigError(str(error)) from None
+
+
+def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
+    """Refuse a value of the wrong type (a YAML string where a number is due), naming the key
+    and the expected type, instead of failing later on a comparison."""
+    hints = _type_hints(cls)
+    for name, value in values.items():
+        expected = _type_name(hints[name], value)
+        if expected is not None:
+            raise ConfigError(
+                f"config option '{where}{name}' must be {expected}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+
+
+def _type_name(hint: Any, value: Any) -> str | None:
+    """None when ``value`` fits ``hint``, else what was expected, in words."""
+    args = get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        (hint,) = (arg for arg in args if arg is not type(None))
+        expected = _type_name(hint, value)
+        return None if expected is None else f"{expected} or null"
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if fits else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if get_origin(hint) is Literal:
+        return None if value in args else "one of " + ", ".join(map(str, args))
+    if get_origin(hint) is tuple and args[1:] == (Ellipsis,):
+        if isinstance(value, list | tuple) and all(_type_name(args[0], v) is None for v in value):
+            return None
+        return f"a list of {_type_name(args[0], object()) or 'values'}"
+    if get_origin(hint) is dict or hint is dict:
+        return None if isinstance(value, dict) or value is None else "a mapping of KEY: VALUE"
+    return None
 
 
 def _did_you_mean(name: str, valid: set[str]) -> str:

@@ -27,12 +27,18 @@ Metrics
 -------
 Continual World (Wolczyk et al., 2021):
 
-* ``final`` value of task ``j`` at time ``s``: mean of the last ``window`` evaluations of
-  task ``j`` taken at steps ``<= s`` (fewer if fewer exist), counting only evaluations inside
-  the training window that contains ``s`` (the latest evaluation alone if that window has
-  none). Why: with sparse evaluations (one per task end) the last five would otherwise
-  reach back into earlier tasks and mix in values from before task ``j`` was trained.
-* average performance: mean over tasks of the final value at the end of the sequence.
+* ``final`` value of task ``j`` at step ``s`` (``window = 5``): the mean success of task ``j``
+  over the last ``window`` evaluations taken at steps ``<= s`` *inside the training window
+  that contains* ``s``, i.e. at steps in ``(task_starts[k], s]`` with ``k`` the task whose
+  window contains ``s`` (fewer than ``window`` if the window holds fewer; the latest
+  evaluation alone if it holds none, see "own evaluation" below). Continual World's code
+  takes the last 5 rows of the evaluation log instead; the two agree whenever the window
+  holds at least ``window`` evaluations, e.g. under Continual World's schedule (1M steps per
+  task, an evaluation every 20k steps: 50 per window). With sparse evaluations (one per task
+  end) the last five rows would reach back into earlier tasks and mix in values from before
+  task ``j`` was trained; the windowed definition does not.
+* average performance: mean over tasks of the final value at the end of the sequence (the
+  last evaluation, which must lie in the last task's training window).
 * forgetting ``F_i = final_i(task_ends[i]) - final_i(end of sequence)``; the mean is over all
   ``T`` tasks (the last task has ``F = 0`` by construction), as in the paper.
 * forward transfer ``FT_i = (AUC_i - AUC_i^b) / (1 - AUC_i^b)`` where ``AUC_i`` is the mean
@@ -40,13 +46,29 @@ Continual World (Wolczyk et al., 2021):
   of the normalized area under the curve for equally spaced evaluations) and ``AUC_i^b`` is the
   same quantity for a single-task reference run trained from scratch with the same budget.
 
+Own evaluation. A task *has an own evaluation* if at least one evaluation lies in its
+training window ``(task_starts[i], task_ends[i]]`` (:func:`tasks_without_own_evaluation`
+lists those that do not). A value measured before a task was trained says nothing about how
+well it was learned, so every metric that needs a task's own-window value leaves that task
+out instead of reading an earlier evaluation: its forgetting and forward transfer are
+``None`` (means over the other tasks). If the *last* task has no own evaluation, the end
+of the sequence was never evaluated, and average performance, every task's forgetting and
+the final WC-ACC are ``None``. (The runner evaluates at every task end, so its runs always
+have own evaluations; this guards hand-made or imported matrices.)
+
 Stability gap / continual evaluation (De Lange et al., 2023):
 
 * min-ACC: mean over earlier tasks of the minimum success observed after they finished
-  training.
+  training, over the earlier tasks that have an evaluation after their end (as De Lange
+  et al.'s code, which averages what it has); ``None`` when none has.
 * WC-ACC: ``(1/k) * A(current task) + (1 - 1/k) * min-ACC``.
-* windowed forgetting ``WF^w``: largest drop ``A(m) - A(n)``, ``m < n``, within any window of
-  ``w`` consecutive evaluations.
+* windowed forgetting ``WF^w`` of task ``i``: largest drop ``A(m) - A(n)``, ``m < n``, within
+  any window of ``w`` consecutive evaluations, counting only evaluations taken after task
+  ``i``'s training started (steps ``> task_starts[i]``): a drop of a task not yet trained is
+  not forgetting (De Lange et al.'s code skips unseen tasks, ``skip_unseen_tasks=True``; it
+  also counts task 0's pre-update evaluation at step 0, which here is left out like every
+  evaluation before training). ``None`` for a task with no such evaluation; the run's value
+  is the mean over the other tasks.
 
 Plus a percentile bootstrap confidence interval over seeds (:func:`bootstrap_ci`) and
 :func:`summarize`, which gathers the scalar summaries in a JSON-serializable dict.
@@ -75,6 +97,7 @@ __all__ = [
     "min_acc_at",
     "min_acc_final",
     "summarize",
+    "tasks_without_own_evaluation",
     "training_task_at",
     "wc_acc_at",
     "wc_acc_final",
@@ -195,10 +218,11 @@ class EvalMatrix:
 
 @dataclass(frozen=True)
 class ForgettingResult:
-    """Continual World forgetting: ``mean`` over all tasks and the per-task values."""
+    """Continual World forgetting: per task (``None`` = unavailable, see the module doc) and
+    the ``mean`` over the available tasks (``None`` if none)."""
 
-    mean: float
-    per_task: tuple[float, ...]
+    mean: float | None
+    per_task: tuple[float | None, ...]
 
 
 @dataclass(frozen=True)
@@ -211,12 +235,13 @@ class ForwardTransferResult:
 
 @dataclass(frozen=True)
 class WindowedForgettingResult:
-    """Windowed forgetting ``WF^w``: per task, and its max and mean over tasks."""
+    """Windowed forgetting ``WF^w``: per task (``None`` for a task with no evaluation after
+    its training started), and its max and mean over the other tasks (``None`` if none)."""
 
     window: int
-    max: float
-    mean: float
-    per_task: tuple[float, ...]
+    max: float | None
+    mean: float | None
+    per_task: tuple[float | None, ...]
 
 
 def _check_window(window: int) -> None:
@@ -244,6 +269,26 @@ def training_task_at(m: EvalMatrix, eval_index: int) -> int:
     """
     step = m.eval_steps[_eval_index(m, eval_index)]
     return int(np.searchsorted(m.task_ends, step, side="left"))
+
+
+def _own_window_mask(m: EvalMatrix, task: int) -> npt.NDArray[np.bool_]:
+    """Evaluations in the training window ``(task_starts[task], task_ends[task]]``."""
+    start, end = int(m.task_starts[task]), int(m.task_ends[task])
+    return (m.eval_steps > start) & (m.eval_steps <= end)
+
+
+def tasks_without_own_evaluation(m: EvalMatrix) -> tuple[int, ...]:
+    """0-based tasks with no evaluation inside their own training window (the module doc).
+
+    Their forgetting and forward transfer are unavailable; if the last task is among them, so
+    are average performance, all forgetting values and the final WC-ACC.
+    """
+    return tuple(i for i in range(m.n_tasks) if not np.any(_own_window_mask(m, i)))
+
+
+def _end_evaluated(m: EvalMatrix) -> bool:
+    """Whether the last evaluation lies in the last task's window (the end was evaluated)."""
+    return bool(m.eval_steps[-1] > m.task_starts[-1])
 
 
 def _final_rows(m: EvalMatrix, step: int, window: int) -> slice:
@@ -277,10 +322,13 @@ def _end_rows(m: EvalMatrix, window: int) -> slice:
     return _final_rows(m, int(m.eval_steps[-1]), window)
 
 
-def average_performance(m: EvalMatrix, window: int = 5) -> float:
+def average_performance(m: EvalMatrix, window: int = 5) -> float | None:
     """Mean over tasks of the final success at the end of the sequence (last ``window`` evals
-    inside the last training window)."""
+    inside the last training window); ``None`` if the last task has no own evaluation (the
+    end of the sequence was never evaluated)."""
     _check_window(window)
+    if not _end_evaluated(m):
+        return None
     return float(np.mean(m.success[_end_rows(m, window), :]))
 
 
@@ -290,18 +338,22 @@ def forgetting(m: EvalMatrix, window: int = 5) -> ForgettingResult:
     ``F_i = final_i(task_ends[i]) - final_i(end of sequence)``, where "end of sequence" means
     the last ``window`` evaluations of the run. Positive values mean performance was lost. The
     mean is over all ``T`` tasks (the last task contributes ``F = 0`` when the run reaches the
-    end of the sequence).
-
-    Raises:
-        ValueError: if some task has no evaluation at or before the end of its training.
+    end of the sequence), leaving out tasks with ``F_i = None``: a task without an evaluation
+    in its own training window (:func:`tasks_without_own_evaluation`), or every task when the
+    last one has none (the end of the sequence was never evaluated).
     """
     _check_window(window)
-    end_final = np.mean(m.success[_end_rows(m, window), :], axis=0)
-    per_task = tuple(
-        final_value(m, i, int(m.task_ends[i]), window) - float(end_final[i])
-        for i in range(m.n_tasks)
-    )
-    return ForgettingResult(mean=float(np.mean(per_task)), per_task=per_task)
+    lacking = set(tasks_without_own_evaluation(m))
+    per_task: list[float | None] = [None] * m.n_tasks
+    if _end_evaluated(m):
+        end_final = np.mean(m.success[_end_rows(m, window), :], axis=0)
+        for i in range(m.n_tasks):
+            if i not in lacking:
+                own = final_value(m, i, int(m.task_ends[i]), window)
+                per_task[i] = own - float(end_final[i])
+    available = [f for f in per_task if f is not None]
+    mean = float(np.mean(available)) if available else None
+    return ForgettingResult(mean=mean, per_task=tuple(per_task))
 
 
 def auc_in_own_window(m: EvalMatrix, task: int) -> float:
@@ -316,7 +368,7 @@ def auc_in_own_window(m: EvalMatrix, task: int) -> float:
     """
     _check_task(m, task)
     start, end = int(m.task_starts[task]), int(m.task_ends[task])
-    mask = (m.eval_steps > start) & (m.eval_steps <= end)
+    mask = _own_window_mask(m, task)
     if not np.any(mask):
         raise ValueError(
             f"no evaluation inside the training window ({start}, {end}] of task {task}"
@@ -357,7 +409,8 @@ def forward_transfer(
 
     ``AUC_i`` is :func:`auc_in_own_window` of this run, ``AUC_i^b`` the same for a single-task
     reference run from scratch with the same budget, given as a mapping ``task -> AUC^b`` or a
-    length-``T`` sequence. A task without reference (missing key, ``None`` or NaN) gets
+    length-``T`` sequence. A task without reference (missing key, ``None`` or NaN) or without
+    an evaluation in its own training window (:func:`tasks_without_own_evaluation`) gets
     ``FT_i = None`` (unavailable, not zero); the mean is over available tasks, ``None`` if none.
 
     Perfect-reference rule: if ``1 - AUC_i^b <= PERFECT_REFERENCE_TOL`` the normalization is
@@ -366,9 +419,10 @@ def forward_transfer(
     in ``[-1, 0]``, by exactly the shortfall otherwise. This never rewards and never blows up.
     """
     refs = _reference_list(reference_auc, m.n_tasks)
+    lacking = set(tasks_without_own_evaluation(m))
     per_task: list[float | None] = []
     for task, ref in enumerate(refs):
-        if ref is None:
+        if ref is None or task in lacking:
             per_task.append(None)
             continue
         auc = auc_in_own_window(m, task)
@@ -383,16 +437,14 @@ def forward_transfer(
 
 
 def _min_acc(m: EvalMatrix, tasks: range, step: int) -> float | None:
-    """Mean over ``tasks`` of their minimum success over evals in ``(task_ends[i], step]``."""
-    if len(tasks) == 0:
-        return None
+    """Mean over ``tasks`` of their minimum success over evals in ``(task_ends[i], step]``,
+    over the tasks that have such an evaluation (``None`` if none has)."""
     minima: list[float] = []
     for i in tasks:
         mask = (m.eval_steps > m.task_ends[i]) & (m.eval_steps <= step)
-        if not np.any(mask):
-            return None
-        minima.append(float(np.min(m.success[mask, i])))
-    return float(np.mean(minima))
+        if np.any(mask):
+            minima.append(float(np.min(m.success[mask, i])))
+    return float(np.mean(minima)) if minima else None
 
 
 def min_acc_at(m: EvalMatrix, eval_index: int) -> float | None:
@@ -400,7 +452,8 @@ def min_acc_at(m: EvalMatrix, eval_index: int) -> float | None:
 
     With ``k`` the 0-based task being trained at that evaluation (:func:`training_task_at`), the
     mean over earlier tasks ``i < k`` of the minimum success of task ``i`` over all evaluations
-    with ``task_ends[i] < step <= current step``. ``None`` while no earlier task exists.
+    with ``task_ends[i] < step <= current step``, averaged over the earlier tasks that have
+    such an evaluation (as De Lange et al.'s code). ``None`` while no earlier task has one.
     """
     e = _eval_index(m, eval_index)
     k = training_task_at(m, e)
@@ -410,7 +463,8 @@ def min_acc_at(m: EvalMatrix, eval_index: int) -> float | None:
 def min_acc_final(m: EvalMatrix) -> float | None:
     """min-ACC at the end of the run over tasks ``0 .. T-2``.
 
-    ``None`` if ``T == 1`` or some task ``0 .. T-2`` has no evaluation after its training ended.
+    Averaged over those of tasks ``0 .. T-2`` that have an evaluation after their training
+    ended; ``None`` if ``T == 1`` or none has.
     """
     return _min_acc(m, range(m.n_tasks - 1), int(m.eval_steps[-1]))
 
@@ -435,8 +489,11 @@ def wc_acc_final(m: EvalMatrix) -> float | None:
     """WC-ACC at the end of the run.
 
     Uses the last success of the last task with ``k = T`` and :func:`min_acc_final`; ``None``
-    where min-ACC is undefined (for ``T > 1``).
+    where min-ACC is undefined (for ``T > 1``) or the last task has no own evaluation (the
+    last evaluation would then measure it before it was trained).
     """
+    if not _end_evaluated(m):
+        return None
     current = float(m.success[-1, -1])
     if m.n_tasks == 1:
         return current
@@ -450,20 +507,32 @@ def wc_acc_final(m: EvalMatrix) -> float | None:
 def windowed_forgetting(m: EvalMatrix, w: int = 10) -> WindowedForgettingResult:
     """Windowed forgetting ``WF^w`` (De Lange et al., 2023).
 
-    For each task, the maximum over all windows of ``w`` consecutive evaluations (over the
-    whole run; one window of all evaluations if ``E < w``) of the largest drop
-    ``A(a) - A(b)`` with ``a < b`` inside the window; ``0`` if it never drops. Equivalently the
-    largest ``A(a) - A(b)`` with ``0 < b - a <= w - 1``. Also returns max and mean over tasks.
+    For each task ``i``, only the evaluations taken after its training started count (steps
+    ``> task_starts[i]``; see the module doc): the maximum over all windows of ``w``
+    consecutive evaluations among them (one window of all of them if fewer than ``w``) of the
+    largest drop ``A(a) - A(b)`` with ``a < b`` inside the window; ``0`` if it never drops (or
+    only one evaluation counts), ``None`` if none counts. Equivalently the largest
+    ``A(a) - A(b)`` with ``0 < b - a <= w - 1`` among the counted evaluations. Also returns
+    max and mean over the tasks with a value (``None`` if none has).
     """
     if w < 2:
         raise ValueError(f"w must be >= 2 (a window needs two evaluations), got {w}")
-    per_task = np.zeros(m.n_tasks, dtype=np.float64)
-    for lag in range(1, min(w, m.n_evals)):
-        drops = m.success[:-lag, :] - m.success[lag:, :]
-        per_task = np.maximum(per_task, drops.max(axis=0))
-    values = tuple(float(v) for v in per_task)
+    per_task: list[float | None] = []
+    for i in range(m.n_tasks):
+        seen = m.success[m.eval_steps > m.task_starts[i], i]
+        if seen.size == 0:
+            per_task.append(None)
+            continue
+        largest = 0.0
+        for lag in range(1, min(w, seen.size)):
+            largest = max(largest, float(np.max(seen[:-lag] - seen[lag:])))
+        per_task.append(largest)
+    available = [v for v in per_task if v is not None]
     return WindowedForgettingResult(
-        window=w, max=float(per_task.max()), mean=float(per_task.mean()), per_task=values
+        window=w,
+        max=max(available) if available else None,
+        mean=float(np.mean(available)) if available else None,
+        per_task=tuple(per_task),
     )
 
 
@@ -507,7 +576,9 @@ def summarize(
     Keys: ``performance`` (:func:`average_performance`), ``forgetting`` (mean),
     ``forward_transfer`` (mean over tasks with a reference, else ``None``), ``min_acc``
     (:func:`min_acc_final`), ``wc_acc`` (:func:`wc_acc_final`), ``wf10`` and ``wf100`` (mean
-    over tasks of :func:`windowed_forgetting` with ``w = 10`` and ``w = 100``).
+    over tasks of :func:`windowed_forgetting` with ``w = 10`` and ``w = 100``). Which tasks
+    lack an own evaluation (and so are left out of some of these) is
+    :func:`tasks_without_own_evaluation`.
     """
     return {
         "performance": average_performance(m, window),

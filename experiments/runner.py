@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sys
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -33,12 +34,15 @@ from crlgym.errors import ConfigError, CrlgymError
 from crlgym.experiments import metrics
 from crlgym.experiments.aggregate import find_reference_aucs
 from crlgym.experiments.checkpoint import (
+    CheckpointError,
     global_rng_state,
     load_checkpoint,
+    previous_path,
+    require_keys,
     save_checkpoint,
     set_global_rng_state,
 )
-from crlgym.experiments.config import TrainConfig, build_config
+from crlgym.experiments.config import TrainConfig, build_config, check_run_name
 from crlgym.experiments.evaluation import EvalHistory, Evaluator, TaskScores
 from crlgym.experiments.learners import Learner, make_learner
 from crlgym.experiments.progress import Progress
@@ -80,19 +84,85 @@ class RunState:
         return cls(**{**data, "history": EvalHistory.from_dict(data["history"])})
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a crlgym run: a real directory (not a link) whose config.yaml is a
+    run configuration crl train wrote. Only such a directory is ever deleted (--overwrite)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        load_run_config(path)
+    except CrlgymError:
+        return False
+    return True
+
+
+def check_run_paths(config: TrainConfig) -> None:
+    """Refuse, before anything is written, paths a run could not use: a run name that is not
+    a plain name, a runs or videos directory that is a file."""
+    check_run_name(config.name)
+    folders = [("--runs-dir", Path(config.runs_dir))]
+    if config.videos:
+        folders.append(("--videos-dir", Path(config.videos_dir)))
+    for option, folder in folders:
+        for parent in (folder, *folder.parents):
+            if parent.exists() and not parent.is_dir():
+                raise RunDirectoryError(
+                    f"{option} {folder}: {parent} is a file, not a directory; "
+                    f"give {option} a directory"
+                )
+
+
 def prepare_run_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
+    check_run_paths(config)
     run_dir = Path(config.runs_dir) / config.name
     if resume:
         return run_dir
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise RunDirectoryError(
+            f"{run_dir} exists and is not a run directory; give --run-name another name"
+        )
+    videos = Path(config.videos_dir) / config.name
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise RunDirectoryError(
                 f"run directory {run_dir} already exists; use --resume {run_dir} to continue "
                 "it, --overwrite to replace it, or --run-name to start another"
             )
-        shutil.rmtree(run_dir)
-        shutil.rmtree(Path(config.videos_dir) / config.name, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if not is_run_dir(run_dir):
+            raise RunDirectoryError(
+                f"{run_dir} is not a crlgym run (no config.yaml of crl train), so --overwrite "
+                "will not delete it; give --run-name another name"
+            )
+        if videos.is_symlink() or (videos.exists() and not videos.is_dir()):
+            raise RunDirectoryError(
+                f"{videos} is not a videos directory, so --overwrite will not delete it; "
+                "give --run-name another name"
+            )
+        try:
+            shutil.rmtree(run_dir)
+            if videos.is_dir():
+                shutil.rmtree(videos)
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot remove the run {run_dir} to replace it ({error.strerror}); "
+                "check its permissions or give --run-name another name"
+            ) from None
+    missing = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".crlgym-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        for folder in missing:  # leave no empty folder of ours behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise RunDirectoryError(
+            f"cannot write the run directory {run_dir} ({error.strerror}); give a writable "
+            "--runs-dir"
+        ) from None
     return run_dir
 
 
@@ -113,7 +183,8 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 class Runner:
     """Everything of one run; `run` trains it to the end."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path, *, tensorboard: bool = True) -> None:
+        """``tensorboard=False``: no logging to disk (crl eval, or until `start_logging`)."""
         self.config = config
         self.run_dir = run_dir
         torch.set_num_threads(config.threads)
@@ -133,9 +204,17 @@ class Runner:
         )
         _seed_everything(config.seed)
         self.learner: Learner = make_learner(config, self.sequence)
-        self.logger: Logger = configure(str(run_dir / "tb"), ["tensorboard"])
-        self.learner.set_logger(self.logger)
+        self.logger: Logger = Logger(folder=None, output_formats=[])
+        if tensorboard:
+            self.start_logging()
+        else:
+            self.learner.set_logger(self.logger)
         self.progress = Progress(self.sequence, enabled=config.progress)
+
+    def start_logging(self) -> None:
+        """TensorBoard logging into the run directory (which this creates)."""
+        self.logger = configure(str(self.run_dir / "tb"), ["tensorboard"])
+        self.learner.set_logger(self.logger)
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -191,10 +270,41 @@ class Runner:
         save_checkpoint(self.run_dir / CHECKPOINT, state)
 
     def restore(self) -> None:
-        state = load_checkpoint(self.run_dir / CHECKPOINT)
-        self.state = RunState.from_dict(state["run"])
-        self.learner.load_training_state(state["agent"])
-        set_global_rng_state(state["rng"])
+        """Load the latest checkpoint, or, when it cannot be used, the previous one (with a
+        warning on stderr). Nothing on disk is changed."""
+        latest = self.run_dir / CHECKPOINT
+        problems: list[str] = []
+        for path in (latest, previous_path(latest)):
+            if not path.is_file():
+                continue
+            try:
+                self._restore_from(path)
+            except CheckpointError as error:
+                problems.append(str(error))
+                continue
+            if problems:
+                print(
+                    f"crl: warning: {problems[0]}; continuing from the previous checkpoint {path}",
+                    file=sys.stderr,
+                )
+            return
+        if not problems:
+            raise CheckpointError(f"{self.run_dir} has no checkpoint yet")
+        raise CheckpointError(
+            f"{problems[0]}, and no earlier checkpoint is usable; its results so far stay in "
+            f"{self.run_dir}: start a new run with another --run-name"
+        )
+
+    def _restore_from(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        require_keys(path, state, ("agent", "run", "rng"))
+        try:
+            self.state = RunState.from_dict(state["run"])
+            self.learner.load_training_state(state["agent"])
+            set_global_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            problem = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise CheckpointError(f"checkpoint {path} does not fit this run ({problem})") from None
         self.evaluator.evaluations = len(self.state.history.steps)
 
     # -- the loop -------------------------------------------------------------------------
@@ -367,24 +477,34 @@ def run_training(
 ) -> tuple[Path, dict[str, Any]]:
     """Train (or resume) a run; returns its directory and its final results.json object
     (:meth:`RunResults.to_json`)."""
-    # Refuse bad names and options before anything is written to disk.
+    # Refuse bad names, options and paths before anything is written to disk: the whole run
+    # (sequence, agent, evaluator) is built first, and only then is the directory made.
+    check_run_paths(config)
     make_method(config.method, **config.method_options)
     sequence = load_sequence(config.sequence, steps_per_task=config.steps_per_task)
     if config.agent == "dt":
         require_datasets(sequence.task_names, config.data_dir, episodes=200)
-    run_dir = prepare_run_dir(config, resume=resume, overwrite=overwrite)
-    if not resume:
-        config.save_yaml(run_dir / "config.yaml")
-    runner = Runner(config, run_dir)
-    if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise RunDirectoryError(f"{run_dir} has no checkpoint to resume from")
+    run_dir = Path(config.runs_dir) / config.name
+    runner = Runner(config, run_dir, tensorboard=False)
+    # A run stopped before its first checkpoint resumes from its beginning.
+    if resume and has_checkpoint(run_dir):
         runner.restore()
         if runner.state.task_index >= runner.sequence.num_tasks:
             raise RunDirectoryError(f"{run_dir} already finished; nothing to resume")
-    else:
+    prepare_run_dir(config, resume=resume, overwrite=overwrite)
+    if not resume:
+        config.save_yaml(run_dir / "config.yaml")
+    runner.start_logging()
+    if not resume:
         _write_config_text(runner.logger, config)
     return run_dir, runner.run().to_json()
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run has a checkpoint (the latest or, after a crash mid-write, the
+    previous one)."""
+    latest = run_dir / CHECKPOINT
+    return latest.is_file() or previous_path(latest).is_file()
 
 
 def _write_config_text(logger: Logger, config: TrainConfig) -> None:
@@ -397,4 +517,12 @@ def _write_config_text(logger: Logger, config: TrainConfig) -> None:
             output.writer.flush()
 
 
-__all__ = ["ConfigError", "RunDirectoryError", "Runner", "load_run_config", "run_training"]
+__all__ = [
+    "ConfigError",
+    "RunDirectoryError",
+    "Runner",
+    "has_checkpoint",
+    "is_run_dir",
+    "load_run_config",
+    "run_training",
+]

@@ -72,7 +72,9 @@ def _md_row(cells: Sequence[str]) -> str:
 
 
 def table_note(summaries: Sequence[MethodSummary]) -> str:
-    """What the method table's numbers are, and which runs are unfinished."""
+    """What the method table's numbers are, which runs are unfinished, and which tasks were
+    never evaluated inside their own training window (so their forgetting and forward
+    transfer are left out)."""
     note = (
         f"mean over seeds [{CONFIDENCE:.0%} bootstrap CI] with >= 2 seeds; "
         f"{NOT_AVAILABLE} = not available (forward transfer needs single-task reference runs)"
@@ -80,6 +82,17 @@ def table_note(summaries: Sequence[MethodSummary]) -> str:
     unfinished = [name for s in summaries for name in s.unfinished]
     if unfinished:
         note += f"; * includes unfinished runs: {', '.join(unfinished)}"
+    lacking = [
+        f"{run} ({', '.join(tasks)})"
+        for s in summaries
+        for run, tasks in s.tasks_without_own_evaluation.items()
+    ]
+    if lacking:
+        note += (
+            "; tasks never evaluated inside their own training window (left out of forgetting "
+            "and forward transfer; a last task's makes performance and WC-ACC n/a too): "
+            f"{'; '.join(lacking)}"
+        )
     return note
 
 

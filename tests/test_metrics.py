@@ -10,6 +10,7 @@ import pytest
 
 from crlgym.experiments.metrics import (
     EvalMatrix,
+    ForgettingResult,
     auc_in_own_window,
     average_performance,
     bootstrap_ci,
@@ -19,6 +20,7 @@ from crlgym.experiments.metrics import (
     min_acc_at,
     min_acc_final,
     summarize,
+    tasks_without_own_evaluation,
     training_task_at,
     wc_acc_at,
     wc_acc_final,
@@ -199,18 +201,48 @@ def test_min_acc_and_wc_acc_undefined_or_single_task() -> None:
 
 
 def test_windowed_forgetting_hand_computed(m3: EvalMatrix) -> None:
-    # E=7 < 10, so one window holds all evals: largest A(a)-A(b), a<b:
-    # task0 0,.5,.9,.6,.4,.7,.5 -> 0.9-0.4 = 0.5
-    # task1 0,0,.1,.5,.9,.3,.2  -> 0.9-0.2 = 0.7
-    # task2 0,.1,0,.2,.3,.6,1   -> 0.1-0.0 = 0.1
+    # Only evaluations after the task's training started count (steps > task_starts[i]), and
+    # fewer than 10 of them remain, so one window holds them all: largest A(a)-A(b), a<b:
+    # task0 (s > 0)  .5,.9,.6,.4,.7,.5 -> 0.9-0.4 = 0.5
+    # task1 (s > 10) .5,.9,.3,.2       -> 0.9-0.2 = 0.7
+    # task2 (s > 20) .6,1              -> 0 (the 0.1 -> 0.0 drop at steps 5 -> 10 came before
+    #                                       task 2 was trained: not forgetting; it was 0.1)
     wf = windowed_forgetting(m3, 10)
-    assert wf.per_task == pytest.approx((0.5, 0.7, 0.1))
+    assert wf.per_task == pytest.approx((0.5, 0.7, 0.0))
     assert wf.max == pytest.approx(0.7)
-    assert wf.mean == pytest.approx(1.3 / 3)
-    # w=2 (adjacent pairs only): task0 0.9->0.6 = 0.3; task1 0.9->0.3 = 0.6; task2 0.1
+    assert wf.mean == pytest.approx(1.2 / 3)  # was 1.3/3 counting task 2's untrained drop
+    # w=2 (adjacent pairs only): task0 0.9->0.6 = 0.3; task1 0.9->0.3 = 0.6; task2 0
     wf2 = windowed_forgetting(m3, 2)
-    assert wf2.per_task == pytest.approx((0.3, 0.6, 0.1))
-    assert wf2.mean == pytest.approx(1.0 / 3)
+    assert wf2.per_task == pytest.approx((0.3, 0.6, 0.0))
+    assert wf2.mean == pytest.approx(0.9 / 3)
+
+
+def test_windowed_forgetting_skips_evaluations_before_the_task_was_trained() -> None:
+    # Tasks train on [0,10), [10,20):
+    #   step | task0 task1
+    #      0 |  0.0   0.7   task 1 not trained yet (e.g. transfer or noise)...
+    #      5 |  0.6   0.0   ...drops by 0.7: not forgetting
+    #     10 |  0.8   0.1   end of task 0
+    #     15 |  0.5   0.9   task 1 trained
+    #     20 |  0.6   0.6   end
+    # task0 (s > 0): .6,.8,.5,.6 -> 0.8-0.5 = 0.3
+    # task1 (s > 10): .9,.6 -> 0.3 (counting every evaluation: 0.7-0.0 = 0.7)
+    # WF^10 mean (0.3+0.3)/2 = 0.3 (it was (0.3+0.7)/2 = 0.5).
+    m = EvalMatrix(
+        [[0.0, 0.7], [0.6, 0.0], [0.8, 0.1], [0.5, 0.9], [0.6, 0.6]], [0, 5, 10, 15, 20], [10, 20]
+    )
+    wf = windowed_forgetting(m, 10)
+    assert wf.per_task == pytest.approx((0.3, 0.3))
+    assert wf.mean == pytest.approx(0.3)
+    assert wf.max == pytest.approx(0.3)
+    assert summarize(m)["wf10"] == pytest.approx(0.3)
+    assert summarize(m)["wf100"] == pytest.approx(0.3)
+    # A task with no evaluation after its start has no WF (None), left out of max and mean:
+    # task 1 below is only evaluated at steps 0, 5, 10 (before it trained); task 0 .5,.9 -> 0.
+    early = EvalMatrix([[0.0, 0.9], [0.5, 0.2], [0.9, 0.4]], [0, 5, 10], [10, 20])
+    wf_early = windowed_forgetting(early, 10)
+    assert wf_early.per_task == (0.0, None)  # was (0.0, 0.7)
+    assert (wf_early.max, wf_early.mean) == (0.0, 0.0)  # were 0.7 and 0.35
 
 
 def test_windowed_forgetting_window_width() -> None:
@@ -224,7 +256,10 @@ def test_windowed_forgetting_window_width() -> None:
     task1 = np.full(n, 0.8)
     task1[30:] = 0.3
     task2 = np.linspace(0.0, 1.0, n)
-    m = EvalMatrix(np.stack([task0, task1, task2], axis=1), np.arange(n) * 10, [200, 400, 600])
+    # Evaluations at steps 10..600 (none at step 0, which task 0's WF would leave out).
+    m = EvalMatrix(
+        np.stack([task0, task1, task2], axis=1), np.arange(1, n + 1) * 10, [200, 400, 600]
+    )
     wf10 = windowed_forgetting(m, 10)
     assert wf10.per_task == pytest.approx((0.09, 0.5, 0.0))
     assert wf10.max == pytest.approx(0.5)
@@ -236,7 +271,7 @@ def test_windowed_forgetting_window_width() -> None:
 
 def test_summarize_is_json_serializable(m3: EvalMatrix) -> None:
     # Values from the tests above (window 5): performance 0.55, forgetting 0.55/3,
-    # FT -0.05, min-ACC 0.3, WC-ACC 1/3+0.2, WF10 = WF100 = 1.3/3 (E=7 < 10).
+    # FT -0.05, min-ACC 0.3, WC-ACC 1/3+0.2, WF10 = WF100 = 1.2/3 (E=7 < 10).
     summary = summarize(m3, {0: 0.5, 1: 0.8})
     assert summary == pytest.approx(
         {
@@ -245,8 +280,8 @@ def test_summarize_is_json_serializable(m3: EvalMatrix) -> None:
             "forward_transfer": -0.05,
             "min_acc": 0.3,
             "wc_acc": 1 / 3 + 0.2,
-            "wf10": 1.3 / 3,
-            "wf100": 1.3 / 3,
+            "wf10": 1.2 / 3,
+            "wf100": 1.2 / 3,
         }
     )
     assert all(type(v) is float for v in summary.values())
@@ -310,3 +345,123 @@ def test_bootstrap_ci() -> None:
         bootstrap_ci([])
     with pytest.raises(ValueError):
         bootstrap_ci([0.1, 0.2], confidence=1.0)
+
+
+# A 3-task run on [0,10), [10,20), [20,30) whose task 1 was never evaluated inside its own
+# training window (10, 20]:
+#
+#   e  step | task0 task1 task2
+#   0     0 |  0.0   0.0   0.0
+#   1     5 |  0.6   0.1   0.0
+#   2    10 |  0.8   0.7   0.1   end of task 0 (task 1 not trained yet)
+#   3    25 |  0.5   0.3   0.6
+#   4    30 |  0.4   0.2   0.9   end of task 2 = end of the sequence
+GAP = EvalMatrix(
+    [[0.0, 0.0, 0.0], [0.6, 0.1, 0.0], [0.8, 0.7, 0.1], [0.5, 0.3, 0.6], [0.4, 0.2, 0.9]],
+    [0, 5, 10, 25, 30],
+    [10, 20, 30],
+)
+
+
+def test_task_without_own_evaluation_is_left_out_of_forgetting_and_transfer() -> None:
+    assert tasks_without_own_evaluation(GAP) == (1,)
+    # End of the sequence: window (20, 30] -> e3, e4: task0 0.45, task1 0.25, task2 0.75.
+    # F0 = final at 10 (e1, e2: 0.7) - 0.45 = 0.25; F2 = (0.6+0.9)/2 - 0.75 = 0.
+    # F1 would read e2 (0.7, taken before task 1 trained): 0.7 - 0.25 = 0.45; now None.
+    # Mean over the available tasks (0.25 + 0)/2 = 0.125 (it was (0.25+0.45+0)/3 = 0.7/3).
+    result = forgetting(GAP)
+    assert result.per_task == (pytest.approx(0.25), None, pytest.approx(0.0))
+    assert result.mean == pytest.approx(0.125)
+    # FT with AUC^b = 0.5 everywhere: AUC0 = (0.6+0.8)/2 = 0.7 -> (0.7-0.5)/0.5 = 0.4;
+    # AUC2 = 0.75 -> 0.5; task 1 has no AUC (it raised ValueError before) -> None.
+    transfer = forward_transfer(GAP, [0.5, 0.5, 0.5])
+    assert transfer.per_task == (pytest.approx(0.4), None, pytest.approx(0.5))
+    assert transfer.mean == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="no evaluation inside"):
+        auc_in_own_window(GAP, 1)
+    # Metrics that do not need task 1's own-window value are unchanged:
+    # performance (0.45+0.25+0.75)/3; min-ACC: task0 min(0.5, 0.4) = 0.4, task1 (s > 20)
+    # min(0.3, 0.2) = 0.2 -> 0.3; WC-ACC 0.9/3 + (2/3)*0.3 = 0.5; WF10 task0 (s > 0)
+    # .6,.8,.5,.4 -> 0.4, task1 (s > 10) .3,.2 -> 0.1, task2 (s > 20) .6,.9 -> 0: mean 0.5/3.
+    summary = summarize(GAP, [0.5, 0.5, 0.5])
+    assert summary == pytest.approx(
+        {
+            "performance": 1.45 / 3,
+            "forgetting": 0.125,
+            "forward_transfer": 0.45,
+            "min_acc": 0.3,
+            "wc_acc": 0.5,
+            "wf10": 0.5 / 3,
+            "wf100": 0.5 / 3,
+        }
+    )
+    assert tasks_without_own_evaluation(EvalMatrix(SUCCESS, STEPS, ENDS)) == ()
+
+
+def test_last_task_without_own_evaluation_means_the_end_was_never_evaluated() -> None:
+    # Tasks on [0,10), [10,20); evaluations only at steps 0, 5, 10, so task 1 never trained
+    # when last evaluated:
+    #   step | task0 task1
+    #      0 |  0.0   0.0
+    #      5 |  0.5   0.2
+    #     10 |  0.9   0.4
+    m = EvalMatrix([[0.0, 0.0], [0.5, 0.2], [0.9, 0.4]], [0, 5, 10], [10, 20])
+    assert tasks_without_own_evaluation(m) == (1,)
+    # Before: performance = mean of e1, e2 = (0.7 + 0.3)/2 = 0.5; F1 = 0.4 - 0.3 = 0.1 from
+    # an evaluation before task 1 trained, F0 = 0, mean 0.05. Now all unavailable.
+    assert average_performance(m) is None
+    assert forgetting(m) == ForgettingResult(mean=None, per_task=(None, None))
+    assert wc_acc_final(m) is None
+    # FT0 = ((0.5+0.9)/2 - 0.5)/0.5 = 0.4; FT1 None (it raised ValueError before).
+    transfer = forward_transfer(m, [0.5, 0.5])
+    assert transfer.per_task == (pytest.approx(0.4), None)
+    assert summarize(m, [0.5, 0.5]) == pytest.approx(
+        {
+            "performance": None,
+            "forgetting": None,
+            "forward_transfer": 0.4,
+            "min_acc": None,  # task 0 has no evaluation after step 10
+            "wc_acc": None,
+            "wf10": 0.0,  # task 0 (s > 0): .5, .9 -> 0; task 1: None, left out
+            "wf100": 0.0,
+        }
+    )
+
+
+def test_min_acc_averages_over_tasks_with_a_later_evaluation() -> None:
+    # The first five rows of the 3-task example (run evaluated up to step 20 = end of task 1):
+    # task0 after step 10: e3 0.6, e4 0.4 -> min 0.4; task1 has no evaluation after step 20.
+    # De Lange et al. average over the tasks that have one: min-ACC = 0.4 (it was None).
+    m = EvalMatrix(SUCCESS[:5], STEPS[:5], ENDS)
+    assert min_acc_final(m) == pytest.approx(0.4)
+    # WC-ACC at the end needs the last task's accuracy after it trained: unavailable.
+    assert wc_acc_final(m) is None
+    # At evaluation e4 (step 20, task 1 trained) min-ACC is over task 0 alone: 0.4.
+    assert min_acc_at(m, 4) == pytest.approx(0.4)
+    # Both tasks with later evaluations are averaged as before (the 3-task example: 0.3).
+    assert min_acc_final(EvalMatrix(SUCCESS, STEPS, ENDS)) == pytest.approx(0.3)
+
+
+def test_windowed_final_value_equals_continual_worlds_last_five_rows() -> None:
+    """Under Continual World's schedule (1M steps per task, an evaluation every 20k steps, so
+    50 per training window) the windowed "final" value equals CW's mean of the last 5 rows of
+    the evaluation log, for every task at every task end, so performance and forgetting agree."""
+    n_tasks, per_task, every = 10, 1_000_000, 20_000
+    steps = np.arange(0, n_tasks * per_task + 1, every)
+    ends = np.arange(1, n_tasks + 1) * per_task
+    success = np.random.default_rng(0).uniform(size=(steps.size, n_tasks))
+    m = EvalMatrix(success, steps, ends)
+
+    def last_five_rows(task: int, step: int) -> float:
+        row = int(np.flatnonzero(steps == step)[0])
+        return float(np.mean(success[row - 4 : row + 1, task]))
+
+    for end in ends:
+        for task in range(n_tasks):
+            assert final_value(m, task, int(end)) == pytest.approx(last_five_rows(task, int(end)))
+    end = int(ends[-1])
+    cw_performance = np.mean([last_five_rows(j, end) for j in range(n_tasks)])
+    cw_forgetting = [last_five_rows(i, int(ends[i])) - last_five_rows(i, end) for i in range(10)]
+    assert average_performance(m) == pytest.approx(cw_performance)
+    assert forgetting(m).per_task == pytest.approx(cw_forgetting)
+    assert forgetting(m).mean == pytest.approx(np.mean(cw_forgetting))

@@ -4,6 +4,7 @@ on synthetic run directories (no training, no simulator)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ from rich.console import Console
 
 from crlgym.errors import CrlgymError
 from crlgym.experiments import plots
-from crlgym.experiments.aggregate import METRICS, MethodSummary, ReportError, summarize_runs
+from crlgym.experiments.aggregate import (
+    METRICS,
+    MethodSummary,
+    MetricValue,
+    ReportError,
+    summarize_runs,
+)
 from crlgym.experiments.metrics import EvalMatrix, bootstrap_ci, summarize
 from crlgym.experiments.plots import plot_curves, plot_heatmap
 from crlgym.experiments.report import add_report_parser, write_report
@@ -369,10 +376,70 @@ def test_unfinished_run_is_flagged_and_undefined_metrics_are_na(tmp_path: Path) 
     assert not run.evaluated_to_end and run.metrics is None and run.score.deterministic is None
     summaries = summarize_runs([run])
     assert summaries[0].unfinished == ("cw3-finetune-s0",)
-    assert summaries[0].metrics["min_acc"] is None  # task 1 was never evaluated after training
+    # Task 2's window (2000, 3000] holds no evaluation: the end of the sequence was never
+    # evaluated, so performance, forgetting and WC-ACC are n/a, and forward transfer too.
+    # min-ACC averages the earlier tasks that were evaluated after their training (De Lange et
+    # al.): task 0 only (task 1 never was), finetune's 0.0 +- 0.05 noise clipped at 0 -> 0.00.
+    assert summaries[0].metrics["min_acc"] == single_seed(0.0)
+    assert summaries[0].metrics["performance"] is None
+    assert summaries[0].metrics["wc_acc"] is None
     row = markdown_rows(summaries)["finetune *"]
-    assert row[4] == "n/a"
-    assert "unfinished runs: cw3-finetune-s0" in table_note(summaries)
+    assert row[1:] == ["n/a", "n/a", "n/a", "0.00"]
+    assert summaries[0].tasks_without_own_evaluation == {"cw3-finetune-s0": ("faucet-close-v3",)}
+    note = table_note(summaries)
+    assert "unfinished runs: cw3-finetune-s0" in note
+    assert note.endswith(
+        "; tasks never evaluated inside their own training window (left out of forgetting and "
+        "forward transfer; a last task's makes performance and WC-ACC n/a too): "
+        "cw3-finetune-s0 (faucet-close-v3)"
+    )
+    assert " ".join(note.split()) in printed_words(summaries)
+
+
+def single_seed(mean: Any) -> MetricValue:
+    """A single-seed metric value (no CI)."""
+    return MetricValue(mean=mean, low=None, high=None, n=1)
+
+
+def printed_words(summaries: list[MethodSummary]) -> str:
+    """What the console table prints (caption included), whitespace collapsed."""
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(render_table(summaries))
+    return " ".join(console.export_text().split())
+
+
+def test_table_note_is_unchanged_when_every_task_has_its_own_evaluation(
+    run_dirs: list[Path],
+) -> None:
+    summaries = summarize_runs([load_run(d) for d in run_dirs])
+    assert all(s.tasks_without_own_evaluation == {} for s in summaries)
+    assert table_note(summaries) == (
+        "mean over seeds [90% bootstrap CI] with >= 2 seeds; n/a = not available (forward "
+        "transfer needs single-task reference runs)"
+    )
+
+
+def test_report_names_a_middle_task_never_evaluated_in_its_own_window(tmp_path: Path) -> None:
+    # Drop the evaluations at steps 1250..2000 (task 1's window (1000, 2000]): task 1 gets no
+    # forgetting or forward transfer; the others keep theirs.
+    keep = [e for e, step in enumerate(EVAL_STEPS) if not 1000 < step <= 2000]
+    data = results("packnet", 0, metrics=None)
+    data["eval_steps"] = [EVAL_STEPS[e] for e in keep]
+    data["score"] = {"stochastic": [data["score"]["stochastic"][e] for e in keep]}
+    data["reference_auc"] = [0.5, 0.5, 0.5]
+    run = load_run(write_run(tmp_path, data))
+    (summary,) = summarize_runs([run])
+    assert summary.tasks_without_own_evaluation == {"cw3-packnet-s0": ("push-wall-v3",)}
+    success = np.asarray(data["score"]["stochastic"])
+    steps = np.asarray(data["eval_steps"])
+    # Forgetting over tasks 0 and 2: own final (the evaluations of its window, at most 5)
+    # minus the end value (the last 4 evaluations, 2250..3000); task 1 left out.
+    end = success[steps > 2000].mean(axis=0)
+    f0 = success[(steps > 0) & (steps <= 1000), 0][-5:].mean() - end[0]
+    f2 = success[steps > 2000, 2].mean() - end[2]
+    assert summary.metrics["forgetting"] == single_seed(pytest.approx((f0 + f2) / 2))
+    assert summary.metrics["performance"] is not None
+    assert "cw3-packnet-s0 (push-wall-v3)" in table_note(summaries=[summary])
 
 
 @pytest.mark.integration  # writes reports with plots

@@ -114,6 +114,11 @@ class RegularizerOptions(MethodOptions):
     """Also regularize the critic (its own importance and penalty, added to the critic
     loss); Continual World regularizes only the actor."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.coef < 0:
+            raise ValueError(f"coef must be zero or positive, got {self.coef}")
+
 
 class ParameterRegularizer(ContinualMethod[None]):
     """Quadratic pull towards the parameters of the latest finished task, weighted by a
