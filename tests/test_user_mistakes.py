@@ -278,7 +278,14 @@ def test_real_ctrl_c_is_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     argv = [a if a != "200" else "4000" for a in TINY] + ["--run-name", "sig"]
     command = [sys.executable, "-m", "crlgym.experiments.cli", "train", *argv]
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell that starts a job in the background (CI may) makes it ignore SIGINT, and
+        # Python then installs no KeyboardInterrupt handler: give the child the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     latest = tmp_path / "runs" / "sig" / "checkpoints" / "latest.pt"
     deadline = time.time() + 120
