@@ -36,7 +36,6 @@ from crlgym.envs.metaworld_env import (
     METAWORLD_ACTION_SPACE,
     METAWORLD_OBSERVATION_SPACE,
     METAWORLD_TASKS,
-    MetaWorldEnv,
     canonical_metaworld_name,
     make_metaworld_env,
     metaworld_expert,
@@ -54,7 +53,6 @@ __all__ = [
     "GoalMaskedEnv",
     "GoalMaskedFamily",
     "MaskedGoalExpert",
-    "make_masked_env",
     "masked_name",
     "split_masked_name",
 ]
@@ -174,13 +172,6 @@ class MaskedGoalExpert:
         else:
             obs[GOAL_SLICE] = self._goal
         return self._policy(obs)
-
-
-def make_masked_env(
-    name: str, visible_steps: int, metaworld_task: str, **metaworld_kwargs: Any
-) -> GoalMaskedEnv:
-    """Build ``name`` = ``masked<visible_steps>-<metaworld_task>`` (canonical parts)."""
-    return GoalMaskedEnv(MetaWorldEnv(metaworld_task, **metaworld_kwargs), visible_steps, name)
 
 
 class GoalMaskedFamily(TaskFamily):

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from crlgym.envs.dmc_specs import load_dmc_specs
-from crlgym.envs.tasks import canonical_task_name, task_domain
+from crlgym.envs.tasks import resolve_task, task_domain
 from crlgym.errors import ConfigError
 
 L2M_DMC_DOMAINS = (
@@ -101,8 +101,8 @@ class PaddedLayout:
 
     def positions(self, task: str) -> np.ndarray:
         """Index of each native observation dimension of ``task`` in the padded vector."""
-        name = canonical_task_name(task)
-        domain = task_domain(name)
+        name, family = resolve_task(task)
+        domain = family.domain
         if domain == "dmc":
             pieces = []
             for key, size in load_dmc_specs()[name]["observation"]:
@@ -180,11 +180,9 @@ def fit_positions(layout: PaddedLayout, task: str) -> np.ndarray:
         ConfigError: the layout has no slot for the task's domain or keys, a slot is too
             narrow for the task, or the task's actions are wider than the layout's.
     """
-    from crlgym.envs.sequences import native_spaces
-
-    name = canonical_task_name(task)
-    domain = task_domain(name)
-    observation_space, action_space = native_spaces(name)
+    name, family = resolve_task(task)
+    domain = family.domain
+    observation_space, action_space = family.spaces(name)
     assert observation_space.shape is not None and action_space.shape is not None
     native_obs, native_act = int(observation_space.shape[0]), int(action_space.shape[0])
     slot_names = [slot for slot, _start, _width in layout.slots]

@@ -166,7 +166,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _print_run_summary(run_dir: Path, results: dict, seconds: float) -> None:
     from rich.console import Console
 
-    from crlgym.experiments.report import load_run, render_table, summarize_runs, write_report
+    from crlgym.experiments.aggregate import summarize_runs
+    from crlgym.experiments.report import write_report
+    from crlgym.experiments.results import load_run
+    from crlgym.experiments.tables import render_table
 
     console = Console()
     report_dir = write_report([run_dir], run_dir)

@@ -195,29 +195,19 @@ def sequence_episodes(
 ) -> list[dict[str, Any]]:
     """The task's offline episodes as the sequence presents them (padded observations and
     actions when the sequence mixes spaces, one-hot task id appended when configured)."""
+    from crlgym.envs.padding import layout_episodes
     from crlgym.memory.datasets import load_episodes
 
     name = sequence.task_names[task_index]
     episodes = load_episodes(name, data_dir=data_dir)
-    layout = sequence.layout
-    one_hot = sequence.config.one_hot_task_id
-    if layout is None and not one_hot:
-        return episodes
-    positions = None if layout is None else layout.positions(name)
-    for episode in episodes:
-        observations = episode["observations"]
-        if layout is not None and positions is not None:
-            padded = np.zeros((observations.shape[0], layout.observation_dim), dtype=np.float32)
-            padded[:, positions] = observations
-            observations = padded
-            actions = np.zeros((episode["actions"].shape[0], layout.action_dim), dtype=np.float32)
-            actions[:, : episode["actions"].shape[1]] = episode["actions"]
-            episode["actions"] = actions
-        if one_hot:
+    if sequence.layout is not None:
+        episodes = layout_episodes(episodes, name, sequence.layout)
+    if sequence.config.one_hot_task_id:
+        for episode in episodes:
+            observations = episode["observations"]
             task_id = np.zeros((observations.shape[0], sequence.num_tasks), dtype=np.float32)
             task_id[:, task_index] = 1.0
-            observations = np.concatenate([observations, task_id], axis=1)
-        episode["observations"] = observations
+            episode["observations"] = np.concatenate([observations, task_id], axis=1)
     return episodes
 
 

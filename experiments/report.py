@@ -43,12 +43,8 @@ from crlgym.experiments.tables import (
 )
 
 __all__ = [
-    "ReportError",
     "add_report_parser",
-    "load_run",
-    "render_table",
     "report_markdown",
-    "summarize_runs",
     "write_report",
 ]
 

@@ -481,8 +481,8 @@ def run_training(
     # (sequence, agent, evaluator) is built first, and only then is the directory made.
     check_run_paths(config)
     make_method(config.method, **config.method_options)
-    sequence = load_sequence(config.sequence, steps_per_task=config.steps_per_task)
-    if config.agent == "dt":
+    if config.agent == "dt":  # before the (costly) Runner, which validates the sequence itself
+        sequence = load_sequence(config.sequence, steps_per_task=config.steps_per_task)
         require_datasets(sequence.task_names, config.data_dir, episodes=200)
     run_dir = Path(config.runs_dir) / config.name
     runner = Runner(config, run_dir, tensorboard=False)

@@ -200,10 +200,11 @@ class ParameterRegularizer(ContinualMethod[None]):
     def penalty(self, agent: ContinualSAC, network: Network) -> torch.Tensor | None:
         """``coef * sum_p sum(importance_p * (p - p_old)^2)``; None before any task ended."""
         anchor = self.anchors.get(network)
-        if anchor is None:
+        if anchor is None or anchor.empty:  # no parameter walk while nothing is anchored
             return None
         penalty = anchor.penalty(dict(getattr(agent, network).named_parameters()))
-        return None if penalty is None else self.options.coef * penalty
+        assert penalty is not None
+        return self.options.coef * penalty
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
